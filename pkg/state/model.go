@@ -1,0 +1,194 @@
+// Package state holds albctl's model: load balancers, server groups, certificates, listeners and
+// DNS, their defaults and validation, and the store that keeps them in one versioned document.
+// Every writer goes through the model's validation, so the file never holds what the data plane
+// cannot run.
+package state
+
+import "time"
+
+// Version is the document version this albctl reads and writes.
+const Version = 1
+
+// State is the whole document.
+type State struct {
+	Version       int            `json:"version"`
+	LoadBalancers []LoadBalancer `json:"loadBalancers"`
+	ServerGroups  []ServerGroup  `json:"serverGroups"`
+	Certificates  []Certificate  `json:"certificates"`
+	Listeners     []Listener     `json:"listeners"`
+	Domains       []Domain       `json:"domains"`
+	Records       []Record       `json:"records"`
+	// CA is albctl's local certificate authority, created on first use by `cert create`.
+	CA *CA `json:"ca,omitempty"`
+}
+
+// LoadBalancer is an instance with an address and a generated domain name.
+type LoadBalancer struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	DNSName string `json:"dnsName"`
+}
+
+// Server group protocols, schedulers and health-check protocols.
+const (
+	ProtocolGRPC  = "gRPC"
+	ProtocolHTTP  = "HTTP"
+	ProtocolHTTPS = "HTTPS"
+	ProtocolTCP   = "TCP"
+	// HealthGRPCHealth calls grpc.health.v1.Health/Check and wants SERVING.
+	HealthGRPCHealth = "grpc-health"
+
+	SchedulerWRR = "wrr"
+	SchedulerWLC = "wlc"
+	SchedulerSCH = "sch"
+)
+
+// DefaultGRPCHealthPath is a well-formed method that no real service implements: a live gRPC
+// server answers it with status 12 (UNIMPLEMENTED), which the default codes count as healthy.
+const DefaultGRPCHealthPath = "/albctl.healthcheck.v1.Unimplemented/Check"
+
+// ServerGroup is a set of backends with a scheduler and a health check.
+type ServerGroup struct {
+	ID           string      `json:"id"`
+	Name         string      `json:"name"`
+	Protocol     string      `json:"protocol"`
+	Scheduler    string      `json:"scheduler"`
+	HealthCheck  HealthCheck `json:"healthCheck"`
+	DrainTimeout Duration    `json:"drainTimeout"`
+	Servers      []Server    `json:"servers"`
+}
+
+// HealthCheck holds a server group's active health-check settings.
+type HealthCheck struct {
+	Enabled  bool   `json:"enabled"`
+	Protocol string `json:"protocol"`
+	Method   string `json:"method"`
+	Path     string `json:"path"`
+	// Codes are gRPC status codes ("0-5,12") for gRPC checks, HTTP classes ("http_2xx,http_3xx")
+	// for HTTP checks, and empty for TCP and grpc-health.
+	Codes              string   `json:"codes"`
+	Service            string   `json:"service,omitempty"`
+	Interval           Duration `json:"interval"`
+	Timeout            Duration `json:"timeout"`
+	HealthyThreshold   int      `json:"healthyThreshold"`
+	UnhealthyThreshold int      `json:"unhealthyThreshold"`
+	Port               int      `json:"port"`
+}
+
+// Server is one backend of a server group.
+type Server struct {
+	Address     string `json:"address"`
+	Port        int    `json:"port"`
+	Weight      int    `json:"weight"`
+	Description string `json:"description"`
+}
+
+// Certificate is a server certificate with its private key, both PEM.
+type Certificate struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Domains  []string  `json:"domains"`
+	NotAfter time.Time `json:"notAfter"`
+	// Issuer is "albctl-ca" for certificates issued by the local CA, "imported" otherwise.
+	Issuer  string `json:"issuer"`
+	CertPEM string `json:"certPEM"`
+	KeyPEM  string `json:"keyPEM"`
+}
+
+// CA is albctl's local certificate authority.
+type CA struct {
+	CertPEM string `json:"certPEM"`
+	KeyPEM  string `json:"keyPEM"`
+}
+
+// Listener accepts clients on a load balancer's port and forwards to a server group.
+type Listener struct {
+	ID             string   `json:"id"`
+	LBID           string   `json:"lbId"`
+	Protocol       string   `json:"protocol"`
+	Port           int      `json:"port"`
+	HTTP2          bool     `json:"http2"`
+	CertificateID  string   `json:"certificateId"`
+	ServerGroupID  string   `json:"serverGroupId"`
+	IdleTimeout    Duration `json:"idleTimeout"`
+	RequestTimeout Duration `json:"requestTimeout"`
+}
+
+// Domain is a DNS zone the user claims, proven by a TXT record.
+type Domain struct {
+	Name         string       `json:"name"`
+	Verified     bool         `json:"verified"`
+	Verification Verification `json:"verification"`
+}
+
+// Verification is the TXT record that proves ownership of a domain.
+type Verification struct {
+	Host  string `json:"host"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// Record is one DNS record in a domain.
+type Record struct {
+	ID     string `json:"id"`
+	Domain string `json:"domain"`
+	Host   string `json:"host"`
+	Type   string `json:"type"`
+	Value  string `json:"value"`
+	TTL    int    `json:"ttl"`
+	Line   string `json:"line"`
+}
+
+// Defaults and limits, as the cloud's.
+const (
+	DefaultAddress        = "127.0.0.1"
+	DefaultWeight         = 100
+	MaxServersPerGroup    = 1000
+	DefaultDrainTimeout   = 300 * time.Second
+	DefaultIdleTimeout    = 15 * time.Second
+	DefaultRequestTimeout = 60 * time.Second
+	LBDomainSuffix        = "local.alb.albctl.test"
+)
+
+// NewServerGroup returns a group with the defaults for its protocol.
+func NewServerGroup(name, protocol string) ServerGroup {
+	return ServerGroup{
+		Name:         name,
+		Protocol:     protocol,
+		Scheduler:    SchedulerWRR,
+		HealthCheck:  DefaultHealthCheck(protocol),
+		DrainTimeout: Duration(DefaultDrainTimeout),
+		Servers:      []Server{},
+	}
+}
+
+// DefaultHealthCheck returns the health check a new group of the protocol gets.
+func DefaultHealthCheck(protocol string) HealthCheck {
+	hc := HealthCheck{
+		Enabled:            true,
+		Interval:           Duration(2 * time.Second),
+		Timeout:            Duration(5 * time.Second),
+		HealthyThreshold:   3,
+		UnhealthyThreshold: 3,
+	}
+	hc.SetProtocolDefaults(protocol)
+	return hc
+}
+
+// SetProtocolDefaults sets the method, path and codes that suit a health-check protocol
+// (a server group protocol maps to its natural check: gRPC → gRPC, HTTP/HTTPS → HTTP).
+func (hc *HealthCheck) SetProtocolDefaults(protocol string) {
+	switch protocol {
+	case ProtocolGRPC:
+		hc.Protocol, hc.Method, hc.Path, hc.Codes = ProtocolGRPC, "POST", DefaultGRPCHealthPath, "12"
+	case ProtocolHTTP, ProtocolHTTPS:
+		hc.Protocol, hc.Method, hc.Path, hc.Codes = ProtocolHTTP, "HEAD", "/", "http_2xx,http_3xx"
+	case HealthGRPCHealth:
+		hc.Protocol, hc.Method, hc.Path, hc.Codes = HealthGRPCHealth, "POST", "/grpc.health.v1.Health/Check", ""
+	case ProtocolTCP:
+		hc.Protocol, hc.Method, hc.Path, hc.Codes = ProtocolTCP, "", "", ""
+	default:
+		hc.Protocol = protocol
+	}
+}

@@ -1,0 +1,164 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Store keeps the document. Load gives a snapshot; Update runs a change under an exclusive lock
+// and writes the result only if the change and the validation of the whole document succeed.
+type Store interface {
+	Load(ctx context.Context) (*State, error)
+	Update(ctx context.Context, change func(*State) error) (*State, error)
+	// Location names where the document lives, for messages.
+	Location() string
+}
+
+// FileStore keeps the document in one JSON file. Writes are atomic (temporary file, fsync,
+// rename) and serialized across processes by a lock on a file beside it, so a reader always sees
+// a whole document and concurrent writers never lose each other's changes.
+type FileStore struct {
+	path string
+}
+
+// NewFileStore returns a store for the file at path; the file need not exist yet.
+func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
+
+// Location returns the file's path.
+func (f *FileStore) Location() string { return f.path }
+
+// CorruptError is a state file that cannot be read as a document of this version. The file is
+// left untouched.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("state file %s cannot be used: %v (albctl does not change it; fix it, or move it away to start afresh)", e.Path, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Load reads the document; a missing file is an empty document.
+func (f *FileStore) Load(ctx context.Context) (*State, error) {
+	data, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	return Decode(f.path, data)
+}
+
+// Decode reads a document strictly: unknown fields and other versions are refused, since
+// writing such a document back would silently drop what this albctl does not understand.
+func Decode(path string, data []byte) (*State, error) {
+	var head struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, &CorruptError{Path: path, Err: describeJSONError(data, err)}
+	}
+	if head.Version == nil {
+		return nil, &CorruptError{Path: path, Err: errors.New(`no "version" field`)}
+	}
+	if *head.Version != Version {
+		return nil, &CorruptError{Path: path, Err: fmt.Errorf("version %d, but this albctl reads version %d", *head.Version, Version)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	s := New()
+	if err := dec.Decode(s); err != nil {
+		return nil, &CorruptError{Path: path, Err: describeJSONError(data, err)}
+	}
+	if err := s.Validate(); err != nil {
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	return s, nil
+}
+
+// describeJSONError adds the line and column to a syntax error.
+func describeJSONError(data []byte, err error) error {
+	var syntax *json.SyntaxError
+	if !errors.As(err, &syntax) {
+		return err
+	}
+	before := data[:syntax.Offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := len(before) - bytes.LastIndexByte(before, '\n')
+	return fmt.Errorf("line %d, column %d: %v", line, col, err)
+}
+
+// Update locks the file, reads it, applies change, validates, and writes the result atomically.
+// If change or the validation fails, the file is not touched.
+func (f *FileStore) Update(ctx context.Context, change func(*State) error) (*State, error) {
+	dir := filepath.Dir(f.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory: %w", err)
+	}
+	lock := flock.New(f.path + ".lock")
+	locked, err := lock.TryLockContext(ctx, 5*time.Millisecond)
+	if err != nil || !locked {
+		return nil, fmt.Errorf("lock state file %s: %w", f.path, errors.Join(err, ctx.Err()))
+	}
+	defer func() { _ = lock.Unlock() }()
+
+	old, err := os.ReadFile(f.path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	s := New()
+	if old != nil {
+		if s, err = Decode(f.path, old); err != nil {
+			return nil, err
+		}
+	}
+	if err := change(s); err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	data = append(data, '\n')
+	if bytes.Equal(data, old) {
+		return s, nil
+	}
+	return s, writeAtomic(f.path, data)
+}
+
+// writeAtomic replaces path with data so that readers see the old file or the new one, never a
+// mix, even after a crash. The temporary file, and so the result, is created with mode 0600.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
+	_, writeErr := tmp.Write(data)
+	if err := errors.Join(writeErr, tmp.Sync(), tmp.Close()); err != nil {
+		return fmt.Errorf("write state file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write state file: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync() // makes the rename durable; not every file system supports it
+		d.Close()
+	}
+	return nil
+}
