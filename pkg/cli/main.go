@@ -75,7 +75,9 @@ func (e *silentExit) Error() string { return fmt.Sprintf("exit status %d", e.Cod
 
 func exitCode(err error) int {
 	var usage *UsageError
-	if errors.As(err, &usage) || state.IsInvalid(err) || strings.HasPrefix(err.Error(), "unknown command ") {
+	// cobra reports these two itself, as plain errors.
+	cobraUsage := strings.HasPrefix(err.Error(), "unknown command ") || strings.HasPrefix(err.Error(), "required flag(s) ")
+	if errors.As(err, &usage) || state.IsInvalid(err) || cobraUsage {
 		return ExitUsage
 	}
 	return ExitError
@@ -114,8 +116,22 @@ var flagForField = map[string]string{
 	"requestTimeout":                 "--request-timeout",
 }
 
+// listCommands tell the user where to see what exists when a reference is not found.
+var listCommands = map[string]string{
+	"load balancer": "albctl lb list",
+	"server group":  "albctl servergroup list",
+	"certificate":   "albctl cert list",
+	"listener":      "albctl listener list",
+}
+
 // describe turns the model's errors into the terms of the command line.
 func describe(err error) string {
+	var notFound *state.NotFoundError
+	if errors.As(err, &notFound) {
+		if list, ok := listCommands[notFound.Kind]; ok {
+			return fmt.Sprintf("%v ('%s' shows them)", err, list)
+		}
+	}
 	var invalid *state.InvalidError
 	if !errors.As(err, &invalid) {
 		return err.Error()

@@ -88,16 +88,3 @@ func (vs views) render(w io.Writer, terminal bool) error {
 	}
 	return nil
 }
-
-// titled is a view under a heading line, for a table inside a resource's details.
-type titled struct {
-	title string
-	view  view
-}
-
-func (t titled) render(w io.Writer, terminal bool) error {
-	if _, err := fmt.Fprintln(w, t.title); err != nil {
-		return err
-	}
-	return t.view.render(w, terminal)
-}

@@ -74,6 +74,7 @@ then defaults.`,
 		newServerGroupCmd(a),
 		newCertCmd(a),
 		newListenerCmd(a),
+		newProbeCmd(a),
 		newVersionCmd(a),
 	)
 	return root

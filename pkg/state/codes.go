@@ -64,12 +64,12 @@ func ParseGRPCCodes(s string) (CodeSet, error) {
 		loText, hiText, isRange := strings.Cut(item, "-")
 		lo, err := parseCode(loText)
 		if err != nil {
-			return set, fmt.Errorf("%q: %v", item, err)
+			return set, err
 		}
 		hi := lo
 		if isRange {
 			if hi, err = parseCode(hiText); err != nil {
-				return set, fmt.Errorf("%q: %v", item, err)
+				return set, fmt.Errorf("in range %q: %v", item, err)
 			}
 			if hi < lo {
 				return set, fmt.Errorf("%q: range runs backwards", item)

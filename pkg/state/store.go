@@ -94,7 +94,8 @@ func describeJSONError(data []byte, err error) error {
 	if !errors.As(err, &syntax) {
 		return err
 	}
-	before := data[:syntax.Offset]
+	// The offset counts the offending byte as read.
+	before := data[:max(syntax.Offset-1, 0)]
 	line := bytes.Count(before, []byte("\n")) + 1
 	col := len(before) - bytes.LastIndexByte(before, '\n')
 	return fmt.Errorf("line %d, column %d: %v", line, col, err)

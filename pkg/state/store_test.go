@@ -1,0 +1,172 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func newStore(t *testing.T) *FileStore {
+	t.Helper()
+	return NewFileStore(filepath.Join(t.TempDir(), "sub", "state.json"))
+}
+
+func TestStoreMissingFileIsEmpty(t *testing.T) {
+	s, err := newStore(t).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Version != Version || len(s.LoadBalancers) != 0 {
+		t.Fatalf("got %+v", s)
+	}
+}
+
+func TestStoreWritesPrivately(t *testing.T) {
+	store := newStore(t)
+	_, err := store.Update(context.Background(), func(s *State) error {
+		_, err := s.CreateLoadBalancer(LoadBalancer{Name: "demo", Address: "127.0.0.1"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(store.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", info.Mode().Perm())
+	}
+	s, err := store.Load(context.Background())
+	if err != nil || len(s.LoadBalancers) != 1 || s.LoadBalancers[0].Name != "demo" {
+		t.Fatalf("reload: %+v, %v", s, err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(store.Location()))
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			t.Errorf("temporary file left behind: %s", e.Name())
+		}
+	}
+}
+
+func TestStoreFailedChangeWritesNothing(t *testing.T) {
+	store := newStore(t)
+	ctx := context.Background()
+	if _, err := store.Update(ctx, func(s *State) error {
+		_, err := s.CreateServerGroup(NewServerGroup("grpc-backends", ProtocolGRPC))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(store.Location())
+	_, err := store.Update(ctx, func(s *State) error {
+		// The first server is fine; the second breaks the rules, so neither may land.
+		_, err := s.AddServers("grpc-backends", []Server{{Address: "127.0.0.1", Port: 1, Weight: 1}, {Address: "127.0.0.1", Port: 2, Weight: 101}})
+		return err
+	})
+	if !IsInvalid(err) {
+		t.Fatalf("error = %v, want an InvalidError", err)
+	}
+	after, _ := os.ReadFile(store.Location())
+	if string(before) != string(after) {
+		t.Fatal("a refused change altered the state file")
+	}
+}
+
+func TestStoreRefusesBadFiles(t *testing.T) {
+	tests := []struct {
+		name, content, want string
+	}{
+		{"syntax", "{\n  \"version\": 1,\n  oops\n}", "line 3, column 3"},
+		{"truncated", `{"version": 1, "loadBalancers": [`, "unexpected end of JSON input"},
+		{"no version", `{"loadBalancers": []}`, `no "version" field`},
+		{"future version", `{"version": 2}`, "version 2, but this albctl reads version 1"},
+		{"unknown field", `{"version": 1, "pools": []}`, `unknown field "pools"`},
+		{"invalid content", `{"version": 1, "loadBalancers": [{"id": "alb-1", "name": "x", "address": "nowhere", "dnsName": "d"}]}`, `invalid name "x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := newStore(t)
+			if err := os.MkdirAll(filepath.Dir(store.Location()), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(store.Location(), []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, loadErr := store.Load(context.Background())
+			_, updateErr := store.Update(context.Background(), func(s *State) error {
+				_, err := s.CreateLoadBalancer(LoadBalancer{Name: "demo", Address: "127.0.0.1"})
+				return err
+			})
+			for _, err := range []error{loadErr, updateErr} {
+				var corrupt *CorruptError
+				if !errors.As(err, &corrupt) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), store.Location()) {
+					t.Errorf("error = %v, want a CorruptError naming the file and %q", err, tt.want)
+				}
+			}
+			if got, _ := os.ReadFile(store.Location()); string(got) != tt.content {
+				t.Error("the bad file was overwritten")
+			}
+		})
+	}
+}
+
+// TestStoreConcurrentUpdates runs writers in parallel goroutines of one process; the test of the
+// same with separate processes lives with the CLI.
+func TestStoreConcurrentUpdates(t *testing.T) {
+	store := newStore(t)
+	ctx := context.Background()
+	if _, err := store.Update(ctx, func(s *State) error {
+		_, err := s.CreateServerGroup(NewServerGroup("grp", ProtocolGRPC))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := store.Update(ctx, func(s *State) error {
+				_, err := s.AddServers("grp", []Server{{Address: "127.0.0.1", Port: 50000 + i, Weight: 100}})
+				return err
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	s, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.ServerGroups[0].Servers); n != 20 {
+		t.Fatalf("%d servers recorded, want 20", n)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"version": 1}`))
+	f.Add([]byte(`{"version": 1, "loadBalancers": [{"id": "alb-a", "name": "demo", "address": "127.0.0.1", "dnsName": "alb-a.x"}]}`))
+	f.Add([]byte(`{"version": 1, "serverGroups": [{"id": "sgp-a", "name": "g", "protocol": "gRPC", "scheduler": "wrr", "drainTimeout": 5, "healthCheck": {"enabled": true, "protocol": "gRPC", "method": "POST", "path": "/a.B/C", "codes": "12", "interval": "2s", "timeout": "5s", "healthyThreshold": 3, "unhealthyThreshold": 3, "port": 0}, "servers": []}]}`))
+	f.Add([]byte(`{"version": 2}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Decode("fuzz.json", data)
+		if err != nil {
+			var corrupt *CorruptError
+			if !errors.As(err, &corrupt) {
+				t.Fatalf("error %v is not a CorruptError", err)
+			}
+			return
+		}
+		// What decodes must be valid, since every writer relies on it.
+		if err := s.Validate(); err != nil {
+			t.Fatalf("decoded an invalid document: %v", err)
+		}
+	})
+}
