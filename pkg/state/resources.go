@@ -12,9 +12,10 @@ const (
 	prefixSG       = "sgp-"
 	prefixListener = "lsn-"
 	prefixCert     = "cert-"
+	prefixRecord   = "rr-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert}
+var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
