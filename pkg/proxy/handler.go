@@ -1,0 +1,305 @@
+//lint:file-ignore SA1019 x/net/http2's Server.ServeConn and Transport are used on purpose: they serve one accepted TLS conn and a per-backend h2c pool, which net/http does not expose.
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// copyBuffers are reused between calls: streaming a body must not allocate
+// per frame.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
+
+var xForwardedProto = []string{"https"}
+
+// call is what one call records for the access log and the metrics.
+type call struct {
+	start    time.Time
+	server   string
+	code     int
+	body     *replayBody
+	bytesOut int64
+}
+
+// ServeHTTP forwards one gRPC call (one HTTP/2 stream) to a backend chosen
+// for this call alone.
+func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := l.p
+	st := l.state.Load()
+	c := call{start: time.Now(), code: codeOK}
+	p.metrics.active.Add(1)
+	defer p.finish(st, r, &c)
+	l.forward(st, w, r, &c)
+}
+
+func (p *Proxy) finish(st *listenerState, r *http.Request, c *call) {
+	p.metrics.active.Add(-1)
+	d := time.Since(c.start)
+	var in int64
+	if c.body != nil {
+		in = c.body.bytesRead()
+	}
+	server := c.server
+	if server == "" {
+		server = "-"
+	}
+	p.metrics.record(st.cfg.ID, r.URL.Path, server, c.code, d, in, c.bytesOut)
+	if p.accessLog != nil {
+		p.accessLog.write(&AccessRecord{
+			Time: c.start, Client: r.RemoteAddr, Listener: st.cfg.ID, Method: r.URL.Path,
+			Server: c.server, GRPCStatus: c.code, Duration: d, BytesIn: in, BytesOut: c.bytesOut,
+		})
+	}
+}
+
+func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Request, c *call) {
+	p := l.p
+	g := st.group
+	gs := g.state.Load()
+	source := hostOf(r.RemoteAddr)
+	pick, err := gs.picker.Pick(source, nil)
+	if err != nil {
+		c.code = codeUnavailable
+		writeGRPCError(w, false, codeUnavailable, "no healthy servers in group "+g.id)
+		return
+	}
+
+	// The call's deadline: the client's grpc-timeout or the listener's
+	// request timeout, whichever ends first.
+	var deadline time.Time
+	if v := r.Header.Get("Grpc-Timeout"); v != "" {
+		if d, ok := parseTimeout(v); ok {
+			deadline = c.start.Add(d)
+		}
+	}
+	if rt := st.cfg.RequestTimeout; rt > 0 {
+		if d := c.start.Add(rt); deadline.IsZero() || d.Before(deadline) {
+			deadline = d
+		}
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if deadline.IsZero() {
+		ctx, cancel = context.WithCancel(r.Context())
+	} else {
+		ctx, cancel = context.WithDeadline(r.Context(), deadline)
+	}
+	defer cancel()
+
+	c.body = newReplayBody(r.Body)
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	out.GetBody = c.body.reader
+	h := out.Header
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + source}
+	} else {
+		h["X-Forwarded-For"] = []string{source}
+	}
+	h["X-Forwarded-Proto"] = xForwardedProto
+	if st.port != nil {
+		h["X-Forwarded-Port"] = st.port
+	}
+
+	var res *http.Response
+	var u *upstream
+	for attempt := 0; ; attempt++ {
+		u = gs.upstreams[pick.Index]
+		c.server = u.addr
+		if pick.FailOpen {
+			p.metrics.failOpen.Add(1)
+		}
+		out.URL.Host = u.addr
+		if out.Body, err = c.body.reader(); err != nil {
+			break
+		}
+		if !deadline.IsZero() {
+			// Forward the time left, not the time the client asked for.
+			h["Grpc-Timeout"] = []string{encodeTimeout(time.Until(deadline))}
+		}
+		u.backend.Begin()
+		res, err = u.transport.RoundTrip(out)
+		if err == nil {
+			defer u.backend.End()
+			break
+		}
+		u.backend.End()
+		var ce *connectError
+		if !errors.As(err, &ce) || ctx.Err() != nil {
+			break
+		}
+		// Nothing reached the server: count the failure, tell the health
+		// checker, and try once more on another server.
+		u.backend.RecordConnectFailure()
+		p.metrics.connFails.Add(1)
+		if p.opts.OnConnectFailure != nil {
+			p.opts.OnConnectFailure(g.id, u.addr, err)
+		}
+		if attempt > 0 {
+			break
+		}
+		next, perr := gs.picker.Pick(source, u.backend)
+		if perr != nil {
+			break
+		}
+		pick = next
+	}
+	if err != nil {
+		c.code = roundTripFailure(w, r, ctx, u, err, deadline)
+		return
+	}
+	c.body.stopReplay()
+	defer func() {
+		// Cancel first: closing the body of a stream whose request is still
+		// open would otherwise wait for the request body to end.
+		cancel()
+		res.Body.Close()
+	}()
+
+	hdr := w.Header()
+	for k, vv := range res.Header {
+		hdr[k] = vv
+	}
+	if res.Body == http.NoBody {
+		// Trailers-only response (or a body-less error from a non-gRPC
+		// server): one HEADERS frame that ends the stream, as received.
+		c.code = parseStatus(firstValue(res.Header["Grpc-Status"]))
+		w.WriteHeader(res.StatusCode)
+		return
+	}
+	w.WriteHeader(res.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	// Send the headers now: a streaming client may wait for them before
+	// the first message.
+	if flusher != nil {
+		flusher.Flush()
+	}
+
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				c.code = codeCanceled // the client went away
+				return
+			}
+			c.bytesOut += int64(n)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			c.code = streamFailure(w, r, ctx, u, rerr, deadline)
+			return
+		}
+	}
+	for k, vv := range res.Trailer {
+		hdr[trailerKey(k)] = vv
+	}
+	if v := res.Trailer["Grpc-Status"]; len(v) > 0 {
+		c.code = parseStatus(v[0])
+	} else {
+		c.code = parseStatus(firstValue(res.Header["Grpc-Status"]))
+	}
+}
+
+// roundTripFailure answers a call that got no response headers and returns
+// the gRPC code it was given.
+func roundTripFailure(w http.ResponseWriter, r *http.Request, ctx context.Context, u *upstream, err error, deadline time.Time) int {
+	var se http2.StreamError
+	var ce *connectError
+	switch {
+	case r.Context().Err() != nil:
+		return codeCanceled // the client cancelled; nobody to answer
+	case ctx.Err() == context.DeadlineExceeded || expiredAtBackend(err, deadline):
+		writeGRPCError(w, false, codeDeadlineExceeded, "deadline exceeded waiting for server "+u.addr)
+		return codeDeadlineExceeded
+	case errors.As(err, &ce):
+		writeGRPCError(w, false, codeUnavailable, ce.Error())
+		return codeUnavailable
+	case errors.As(err, &se) && se.Code != http2.ErrCodeRefusedStream:
+		// The server reset the stream: reset the client's stream too.
+		panic(http.ErrAbortHandler)
+	}
+	writeGRPCError(w, false, codeUnavailable, fmt.Sprintf("server %s: %v", u.addr, err))
+	return codeUnavailable
+}
+
+// streamFailure ends a call whose response body broke off and returns the
+// gRPC code it was given. Headers were sent, so any status goes into the
+// trailers.
+func streamFailure(w http.ResponseWriter, r *http.Request, ctx context.Context, u *upstream, err error, deadline time.Time) int {
+	var se http2.StreamError
+	switch {
+	case r.Context().Err() != nil:
+		return codeCanceled
+	case ctx.Err() == context.DeadlineExceeded || expiredAtBackend(err, deadline):
+		writeGRPCError(w, true, codeDeadlineExceeded, "deadline exceeded")
+		return codeDeadlineExceeded
+	case errors.As(err, &se):
+		panic(http.ErrAbortHandler)
+	}
+	writeGRPCError(w, true, codeUnavailable, fmt.Sprintf("connection to server %s lost: %v", u.addr, err))
+	return codeUnavailable
+}
+
+// expiredAtBackend reports whether err is the backend cancelling the stream
+// because the grpc-timeout we forwarded ran out: it was sent a little less
+// time than we have, so its timer fires just before ours.
+func expiredAtBackend(err error, deadline time.Time) bool {
+	var se http2.StreamError
+	return !deadline.IsZero() && errors.As(err, &se) && se.Code == http2.ErrCodeCancel &&
+		time.Until(deadline) < 100*time.Millisecond
+}
+
+// trailerKey names a trailer that was not announced before the body; the
+// common gRPC names are constants so that they cost no allocation.
+func trailerKey(k string) string {
+	switch k {
+	case "Grpc-Status":
+		return http.TrailerPrefix + "Grpc-Status"
+	case "Grpc-Message":
+		return http.TrailerPrefix + "Grpc-Message"
+	case "Grpc-Status-Details-Bin":
+		return http.TrailerPrefix + "Grpc-Status-Details-Bin"
+	}
+	return http.TrailerPrefix + k
+}
+
+func firstValue(vv []string) string {
+	if len(vv) == 0 {
+		return ""
+	}
+	return vv[0]
+}
+
+// hostOf returns the IP of "ip:port" or "[ip]:port" without allocating.
+func hostOf(addr string) string {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return addr
+	}
+	host := addr[:i]
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	return host
+}

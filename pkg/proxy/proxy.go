@@ -1,0 +1,417 @@
+// Package proxy is albctl's data plane: a gRPC reverse proxy that terminates
+// TLS and HTTP/2 from clients and forwards each call (each HTTP/2 stream) to a
+// backend server over plaintext HTTP/2 (h2c), frames in, frames out, without
+// decoding gRPC messages.
+//
+// The proxy is configured as a whole with Apply, which may be called again at
+// any time: listeners start and stop, certificates and servers change, and
+// calls in flight carry on. Removed servers drain. Shutdown sends GOAWAY to
+// clients and waits for calls in flight.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/albctl/albctl/pkg/balancer"
+)
+
+// Config is the whole data-plane configuration.
+type Config struct {
+	Listeners []ListenerConfig
+	// Groups maps a server group ID to the group.
+	Groups map[string]GroupConfig
+}
+
+// ListenerConfig is one TLS listener speaking HTTP/2.
+type ListenerConfig struct {
+	ID string
+	// Addr is the address to listen on, such as "127.0.0.1:8443" or ":443".
+	Addr string
+	// Certificates are served by SNI; the first is the default for clients
+	// that send no or an unknown server name.
+	Certificates []tls.Certificate
+	// HTTP2 must be true: gRPC needs HTTP/2.
+	HTTP2 bool
+	// GroupID is the server group calls are forwarded to.
+	GroupID string
+	// IdleTimeout closes client connections without calls for this long;
+	// 0 means 15 s.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds each call, like a grpc-timeout the client did
+	// not send (the shorter of the two applies). 0 means no limit, which
+	// long-lived streams need.
+	RequestTimeout time.Duration
+}
+
+// GroupConfig is a server group.
+type GroupConfig struct {
+	ID string
+	// Scheduler is "wrr" (default), "wlc" or "sch".
+	Scheduler string
+	Servers   []ServerConfig
+	// DrainTimeout is how long a removed server may keep its calls in
+	// flight before its connections are closed. 0 means until those calls
+	// end.
+	DrainTimeout time.Duration
+}
+
+// ServerConfig is a backend server: "host:port" of its gRPC (h2c) service and
+// a weight (0 = no traffic).
+type ServerConfig struct {
+	Addr   string
+	Weight int
+}
+
+// Access log formats.
+const (
+	AccessLogText = "text"
+	AccessLogJSON = "json"
+)
+
+// Options are the proxy's fixed settings.
+type Options struct {
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one line per call; nil disables the access log.
+	AccessLog io.Writer
+	// AccessLogFormat is AccessLogText (default) or AccessLogJSON.
+	AccessLogFormat string
+	// OnConnectFailure, if set, is called when a real call could not connect
+	// to a backend: a passive health signal. It must not block.
+	OnConnectFailure func(groupID, addr string, err error)
+	// MaxConcurrentStreams per client connection; 0 means 1000.
+	MaxConcurrentStreams uint32
+	// HandshakeTimeout bounds the TLS handshake; 0 means 10 s.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds connecting to a backend; 0 means 5 s.
+	DialTimeout time.Duration
+}
+
+// Proxy runs the listeners and forwards calls to server groups.
+type Proxy struct {
+	opts      Options
+	log       *slog.Logger
+	metrics   *metrics
+	accessLog *accessLog
+
+	// mu serialises Apply and Shutdown and guards the maps.
+	mu        sync.Mutex
+	listeners map[string]*listener
+	groups    map[string]*group
+	closed    bool
+
+	// draining holds removed servers until their connections close.
+	draining map[*upstream]struct{}
+	// stop ends background goroutines (drains) at Shutdown; bg waits for them.
+	stop chan struct{}
+	bg   sync.WaitGroup
+}
+
+// New returns a proxy with no listeners; call Apply to start serving.
+func New(opts Options) *Proxy {
+	if opts.MaxConcurrentStreams == 0 {
+		opts.MaxConcurrentStreams = 1000
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		opts:      opts,
+		log:       log,
+		metrics:   newMetrics(),
+		listeners: make(map[string]*listener),
+		groups:    make(map[string]*group),
+		draining:  make(map[*upstream]struct{}),
+		stop:      make(chan struct{}),
+	}
+	if opts.AccessLog != nil {
+		p.accessLog = &accessLog{w: opts.AccessLog, json: opts.AccessLogFormat == AccessLogJSON}
+	}
+	return p
+}
+
+// ErrClosed is returned by Apply after Shutdown.
+var ErrClosed = errors.New("proxy: shut down")
+
+// Apply makes cfg the running configuration. It validates everything and
+// opens new listening sockets first, so an error leaves the previous
+// configuration running untouched.
+func (p *Proxy) Apply(cfg Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if err := validate(cfg); err != nil {
+		return err
+	}
+	certs := make(map[string]*certSet, len(cfg.Listeners))
+	for _, lc := range cfg.Listeners {
+		cs, err := newCertSet(lc.Certificates)
+		if err != nil {
+			return fmt.Errorf("listener %s: %w", lc.ID, err)
+		}
+		certs[lc.ID] = cs
+	}
+
+	// Open the sockets of new listeners and of listeners that moved.
+	opened := map[string]*listener{}
+	for _, lc := range cfg.Listeners {
+		if old := p.listeners[lc.ID]; old != nil && (old.addr == lc.Addr || old.Addr() == lc.Addr) {
+			continue
+		}
+		l, err := p.listen(lc)
+		if err != nil {
+			for _, o := range opened {
+				o.ln.Close()
+			}
+			return fmt.Errorf("listener %s: %w", lc.ID, err)
+		}
+		opened[lc.ID] = l
+	}
+
+	// Groups: keep backends (and their health and connections) by address.
+	for id, gc := range cfg.Groups {
+		g := p.groups[id]
+		if g == nil {
+			g = &group{id: id, byAddr: map[string]*upstream{}}
+			p.groups[id] = g
+		}
+		p.updateGroup(g, gc)
+	}
+	for id, g := range p.groups {
+		if _, ok := cfg.Groups[id]; !ok {
+			for _, u := range g.byAddr {
+				p.drain(u, g.drainTimeout)
+			}
+			g.byAddr = nil
+			g.state.Store(&groupState{picker: emptyPicker})
+			delete(p.groups, id)
+		}
+	}
+
+	// Listeners: new state for all, close the ones that went away.
+	keep := map[string]bool{}
+	for _, lc := range cfg.Listeners {
+		keep[lc.ID] = true
+		l := opened[lc.ID]
+		if l == nil {
+			l = p.listeners[lc.ID]
+		} else if old := p.listeners[lc.ID]; old != nil {
+			old.close()
+		}
+		l.update(lc, certs[lc.ID], p.groups[lc.GroupID])
+		if opened[lc.ID] != nil {
+			p.listeners[lc.ID] = l
+			l.start()
+		}
+	}
+	for id, l := range p.listeners {
+		if !keep[id] {
+			l.close()
+			delete(p.listeners, id)
+		}
+	}
+	return nil
+}
+
+func validate(cfg Config) error {
+	seen := map[string]bool{}
+	for _, lc := range cfg.Listeners {
+		switch {
+		case lc.ID == "":
+			return errors.New("listener without an ID")
+		case seen[lc.ID]:
+			return fmt.Errorf("listener %s: duplicate ID", lc.ID)
+		case !lc.HTTP2:
+			return fmt.Errorf("listener %s: HTTP/2 must be enabled to forward gRPC", lc.ID)
+		case len(lc.Certificates) == 0:
+			return fmt.Errorf("listener %s: a default certificate is required", lc.ID)
+		}
+		if _, ok := cfg.Groups[lc.GroupID]; !ok {
+			return fmt.Errorf("listener %s: unknown server group %q", lc.ID, lc.GroupID)
+		}
+		seen[lc.ID] = true
+	}
+	for id, gc := range cfg.Groups {
+		if gc.ID != "" && gc.ID != id {
+			return fmt.Errorf("server group %s: ID %q does not match its key", id, gc.ID)
+		}
+		if _, err := balancer.New(gc.Scheduler, nil); err != nil {
+			return fmt.Errorf("server group %s: %w", id, err)
+		}
+		addrs := map[string]bool{}
+		for _, s := range gc.Servers {
+			if addrs[s.Addr] {
+				return fmt.Errorf("server group %s: server %s listed twice", id, s.Addr)
+			}
+			if s.Weight < 0 {
+				return fmt.Errorf("server group %s: server %s: negative weight %d", id, s.Addr, s.Weight)
+			}
+			addrs[s.Addr] = true
+		}
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, sends GOAWAY to every client, waits
+// for calls in flight until they end or ctx is done, then closes all
+// connections. It returns ctx's error if calls had to be cut.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	listeners := make([]*listener, 0, len(p.listeners))
+	for _, l := range p.listeners {
+		listeners = append(listeners, l)
+	}
+	groups := p.groups
+	p.listeners, p.groups = map[string]*listener{}, map[string]*group{}
+	p.mu.Unlock()
+
+	for _, l := range listeners {
+		l.close()
+	}
+	var err error
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for p.metrics.active.Load() > 0 && err == nil {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+		}
+	}
+	for _, l := range listeners {
+		l.closeConns()
+	}
+	close(p.stop)
+	for _, g := range groups {
+		for _, u := range g.byAddr {
+			u.close()
+		}
+	}
+	p.bg.Wait()
+	for _, l := range listeners {
+		l.wg.Wait()
+	}
+	return err
+}
+
+// BackendRef names a backend for a health checker.
+type BackendRef struct {
+	GroupID string
+	Backend *balancer.Backend
+}
+
+// Backends returns every backend of every group, sorted by group and
+// address. A health checker probes them and calls SetHealth; the proxy sees
+// the change on the next pick. Draining backends are left out.
+func (p *Proxy) Backends() []BackendRef {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []BackendRef
+	for id, g := range p.groups {
+		for _, u := range g.byAddr {
+			out = append(out, BackendRef{GroupID: id, Backend: u.backend})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].GroupID != out[j].GroupID {
+			return out[i].GroupID < out[j].GroupID
+		}
+		return out[i].Backend.Addr() < out[j].Backend.Addr()
+	})
+	return out
+}
+
+// Backend returns the backend for addr in group, or nil.
+func (p *Proxy) Backend(groupID, addr string) *balancer.Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g := p.groups[groupID]; g != nil {
+		if u := g.byAddr[addr]; u != nil {
+			return u.backend
+		}
+	}
+	return nil
+}
+
+// Status is a snapshot of the data plane for a status page.
+type Status struct {
+	Listeners   []ListenerStatus `json:"listeners"`
+	Groups      []GroupStatus    `json:"groups"`
+	ActiveCalls int64            `json:"activeCalls"`
+}
+
+// ListenerStatus describes a running listener.
+type ListenerStatus struct {
+	ID          string `json:"id"`
+	Addr        string `json:"addr"`
+	GroupID     string `json:"groupId"`
+	Connections int    `json:"connections"`
+}
+
+// GroupStatus describes a server group and its backends.
+type GroupStatus struct {
+	ID        string         `json:"id"`
+	Scheduler string         `json:"scheduler"`
+	Servers   []ServerStatus `json:"servers"`
+}
+
+// ServerStatus is a backend's counters plus its open connections.
+type ServerStatus struct {
+	balancer.Stats
+	Connections int `json:"connections"`
+}
+
+// Status returns the current listeners, groups and backend counters.
+func (p *Proxy) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := Status{ActiveCalls: p.metrics.active.Load()}
+	for _, l := range p.listeners {
+		ls := l.state.Load()
+		st.Listeners = append(st.Listeners, ListenerStatus{ID: l.id, Addr: l.Addr(), GroupID: ls.cfg.GroupID, Connections: l.connCount()})
+	}
+	sort.Slice(st.Listeners, func(i, j int) bool { return st.Listeners[i].ID < st.Listeners[j].ID })
+	for id, g := range p.groups {
+		gs := GroupStatus{ID: id, Scheduler: g.scheduler}
+		for _, u := range g.byAddr {
+			gs.Servers = append(gs.Servers, ServerStatus{Stats: u.backend.Stats(), Connections: u.connCount()})
+		}
+		sort.Slice(gs.Servers, func(i, j int) bool { return gs.Servers[i].Addr < gs.Servers[j].Addr })
+		st.Groups = append(st.Groups, gs)
+	}
+	sort.Slice(st.Groups, func(i, j int) bool { return st.Groups[i].ID < st.Groups[j].ID })
+	return st
+}
+
+// ListenerAddr returns the bound address of a running listener (useful with
+// port 0), or "" if there is none.
+func (p *Proxy) ListenerAddr(id string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.listeners[id]; l != nil {
+		return l.Addr()
+	}
+	return ""
+}
