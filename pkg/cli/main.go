@@ -114,6 +114,12 @@ var flagForField = map[string]string{
 	"serverGroupId":                  "--server-group",
 	"idleTimeout":                    "--idle-timeout",
 	"requestTimeout":                 "--request-timeout",
+	"records.domain":                 "--domain",
+	"records.host":                   "--host",
+	"records.type":                   "--type",
+	"records.value":                  "--value",
+	"records.ttl":                    "--ttl",
+	"records.line":                   "--line",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
@@ -122,6 +128,8 @@ var listCommands = map[string]string{
 	"server group":  "albctl servergroup list",
 	"certificate":   "albctl cert list",
 	"listener":      "albctl listener list",
+	"domain":        "albctl dns domain list",
+	"DNS record":    "albctl dns list",
 }
 
 // describe turns the model's errors into the terms of the command line.

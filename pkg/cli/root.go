@@ -74,7 +74,9 @@ then defaults.`,
 		newServerGroupCmd(a),
 		newCertCmd(a),
 		newListenerCmd(a),
+		newDNSCmd(a),
 		newProbeCmd(a),
+		newDemoCmd(a),
 		newVersionCmd(a),
 	)
 	return root

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the tools that some tests compare albctl against, when they are missing:
+#   dig     (Debian package dnsutils)   queries albctl's DNS server as a real client
+#   grpcurl (from the Go module proxy)  the reference the probe's output is compared with
+# Running it again changes nothing. Where a tool cannot be installed it says so, and the tests
+# that need it skip.
+set -uo pipefail
+
+GRPCURL_VERSION=v1.9.4
+gobin="$(go env GOPATH)/bin"
+
+if command -v dig >/dev/null 2>&1; then
+	echo "dig: $(command -v dig)"
+elif command -v apt-get >/dev/null 2>&1; then
+	sudo=""
+	[ "$(id -u)" -ne 0 ] && sudo="sudo"
+	if $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends dnsutils >/dev/null; then
+		echo "dig: $(command -v dig)"
+	else
+		echo "warning: could not install dnsutils; the tests that use dig will skip" >&2
+	fi
+else
+	echo "warning: dig is missing and apt-get is not available; the tests that use dig will skip" >&2
+fi
+
+if "$gobin/grpcurl" -version 2>&1 | grep -q "${GRPCURL_VERSION#v}"; then
+	echo "grpcurl: $gobin/grpcurl"
+elif (cd / && GOFLAGS= go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"); then
+	echo "grpcurl: $gobin/grpcurl"
+else
+	echo "warning: could not install grpcurl; the probe's comparison tests will skip" >&2
+fi
+exit 0
