@@ -1,10 +1,8 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/signal"
 	"strconv"
@@ -529,8 +527,9 @@ last good one keeps being served. Interrupt (Ctrl-C) or SIGTERM stops it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			seen := a.statFile()
-			s, err := a.store().Load(ctx)
+			store := state.NewFileStore(a.statePath)
+			seen := store.Stat()
+			s, err := store.Load(ctx)
 			if err != nil {
 				return err
 			}
@@ -540,7 +539,10 @@ last good one keeps being served. Interrupt (Ctrl-C) or SIGTERM stops it.`,
 				return err
 			}
 			fmt.Fprintf(a.io.Out, "DNS server on %s (UDP and TCP) for %s\n", l.Addr(), strings.Join(srv.Zones().Names(), ", "))
-			go a.watchState(ctx, seen, stateReloadInterval, srv.Update)
+			go store.Watch(ctx, seen, stateReloadInterval, func(s *state.State) {
+				srv.Update(s)
+				fmt.Fprintf(a.io.ErrOut, "albctl: state reloaded from %s\n", a.statePath)
+			}, a.reportStateError)
 			return srv.Serve(ctx, l)
 		},
 	}
@@ -548,51 +550,7 @@ last good one keeps being served. Interrupt (Ctrl-C) or SIGTERM stops it.`,
 	return cmd
 }
 
-// statFile returns what watchState compares to see a change of the state file; nil when the
-// file does not exist.
-func (a *app) statFile() os.FileInfo {
-	info, err := os.Stat(a.statePath)
-	if err != nil {
-		return nil
-	}
-	return info
-}
-
-func sameFile(x, y os.FileInfo) bool {
-	if x == nil || y == nil {
-		return x == nil && y == nil
-	}
-	return os.SameFile(x, y) && x.ModTime().Equal(y.ModTime()) && x.Size() == y.Size()
-}
-
-// watchState checks the state file every interval and hands each new good snapshot to apply.
-// Writers replace the file by renaming a new one over it, so a change shows as a new file, a new
-// modification time or a new size. A state that cannot be loaded is reported on stderr and
-// apply is not called: whatever serves keeps the last good state.
-func (a *app) watchState(ctx context.Context, seen os.FileInfo, interval time.Duration, apply func(*state.State)) {
-	ticker := time.NewTicker(interval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-		info, err := os.Stat(a.statePath)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintf(a.io.ErrOut, "albctl: state file: %v; still serving the last good state\n", err)
-			continue
-		}
-		if sameFile(seen, info) {
-			continue
-		}
-		seen = info
-		s, err := a.store().Load(ctx)
-		if err != nil {
-			fmt.Fprintf(a.io.ErrOut, "albctl: %s; still serving the last good state\n", describe(err))
-			continue
-		}
-		apply(s)
-		fmt.Fprintf(a.io.ErrOut, "albctl: state reloaded from %s\n", a.statePath)
-	}
+// reportStateError tells a running server's user that the state file could not be read.
+func (a *app) reportStateError(err error) {
+	fmt.Fprintf(a.io.ErrOut, "albctl: %s; still serving the last good state\n", describe(err))
 }

@@ -29,6 +29,7 @@ type app struct {
 	statePath  string
 	output     string
 	configFile string
+	admin      string
 	now        func() time.Time
 }
 
@@ -66,7 +67,8 @@ then defaults.`,
 	flags.StringVar(&a.statePath, "state", "", "state file (default $XDG_STATE_HOME/albctl/state.json, else ~/.local/state/albctl/state.json)")
 	flags.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	flags.StringVar(&a.configFile, "config", "", "config file of flag defaults (default $XDG_CONFIG_HOME/albctl/config.yaml, if it exists)")
-	markSetting(flags, "state", "output")
+	flags.StringVar(&a.admin, "admin", "", "admin API of 'albctl serve': where serve listens, and where other commands find it (default: 127.0.0.1 with a free port, recorded beside the state file)")
+	markSetting(flags, "state", "output", "admin")
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
 
 	root.AddCommand(
@@ -75,6 +77,8 @@ then defaults.`,
 		newCertCmd(a),
 		newListenerCmd(a),
 		newDNSCmd(a),
+		newServeCmd(a),
+		newEchoServerCmd(a),
 		newProbeCmd(a),
 		newDemoCmd(a),
 		newVersionCmd(a),

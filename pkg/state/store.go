@@ -163,3 +163,52 @@ func writeAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// Stat describes the file as it is now, for Watch to compare with; nil when it does not exist.
+// Take it before the Load that starts a watch, so a write between the two is not missed.
+func (f *FileStore) Stat() os.FileInfo {
+	info, err := os.Stat(f.path)
+	if err != nil {
+		return nil
+	}
+	return info
+}
+
+// Watch checks the file every interval and hands each new good document to apply, until ctx
+// is done; seen is the Stat taken before the caller's own Load. Writers replace the file by
+// renaming a new one over it, so a change shows as a new file, modification time or size. A
+// document that cannot be read is handed to report instead, and apply is not called: whatever
+// serves from it keeps the last good state.
+func (f *FileStore) Watch(ctx context.Context, seen os.FileInfo, interval time.Duration, apply func(*State), report func(error)) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		info, err := os.Stat(f.path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			report(fmt.Errorf("state file: %w", err))
+			continue
+		}
+		if sameFile(seen, info) {
+			continue
+		}
+		seen = info
+		s, err := f.Load(ctx)
+		if err != nil {
+			report(err)
+			continue
+		}
+		apply(s)
+	}
+}
+
+func sameFile(x, y os.FileInfo) bool {
+	if x == nil || y == nil {
+		return x == nil && y == nil
+	}
+	return os.SameFile(x, y) && x.ModTime().Equal(y.ModTime()) && x.Size() == y.Size()
+}

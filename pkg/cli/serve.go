@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/albctl/albctl/pkg/proxy"
+	"github.com/albctl/albctl/pkg/serve"
+	"github.com/albctl/albctl/pkg/state"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd(a *app) *cobra.Command {
+	var lbRef, dnsAddr, accessLog string
+	shutdownTimeout := state.Duration(30 * time.Second)
+	cmd := &cobra.Command{
+		Use:   "serve [--lb LB] [--admin 127.0.0.1:PORT] [--dns 127.0.0.1:5353]",
+		Short: "Run the load balancer in the foreground from the state file",
+		Long: `serve runs every HTTPS listener in the state (or those of one load balancer): TLS and HTTP/2
+to clients, plaintext HTTP/2 to the servers of each listener's server group, balanced per call.
+It follows changes to the state file within a second, without dropping calls in flight; a
+state that cannot be applied is reported and the last good configuration keeps serving.
+
+One line per call goes to stderr (--access-log). The admin API (/healthz, /status, /metrics)
+listens on --admin, by default 127.0.0.1 with a free port, recorded beside the state file so
+other albctl commands find it. SIGINT or SIGTERM sends GOAWAY to clients, waits for calls in
+flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
+		Example: `  albctl serve
+  albctl serve --dns 127.0.0.1:5353 --access-log json
+  albctl serve --lb demo --admin 127.0.0.1:9901`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var accessOut *os.File
+			switch accessLog {
+			case proxy.AccessLogText, proxy.AccessLogJSON:
+				accessOut = os.Stderr
+			case "off":
+			default:
+				return usageErrorf("invalid value %q for --access-log: must be text, json or off", accessLog)
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			signals := make(chan os.Signal, 2)
+			signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(signals)
+			go func() {
+				select {
+				case <-signals:
+					cancel()
+				case <-ctx.Done():
+					return
+				}
+				<-signals
+				fmt.Fprintln(a.io.ErrOut, "albctl: second signal: exiting without waiting for calls in flight")
+				os.Exit(ExitError) // the user asked twice: nothing may delay the exit
+			}()
+			opts := serve.Options{
+				Store: state.NewFileStore(a.statePath), LB: lbRef, AdminAddr: a.admin, DNSAddr: dnsAddr,
+				Log: a.io.ErrOut, AccessLogFormat: accessLog, ShutdownTimeout: shutdownTimeout.D(),
+			}
+			if accessOut != nil {
+				opts.AccessLog = a.io.ErrOut
+			}
+			return serve.Run(ctx, opts)
+		},
+	}
+	cmd.Flags().StringVar(&lbRef, "lb", "", "serve only this load balancer's listeners, by ID or name")
+	cmd.Flags().StringVar(&dnsAddr, "dns", "", "also answer DNS for albctl's zones on this address, UDP and TCP (such as 127.0.0.1:5353)")
+	cmd.Flags().StringVar(&accessLog, "access-log", proxy.AccessLogText, "access log on stderr: text, json or off")
+	cmd.Flags().Var(durationValue{&shutdownTimeout}, "shutdown-timeout", "how long shutdown waits for calls in flight")
+	_ = cmd.RegisterFlagCompletionFunc("lb", a.refCompletion(lbRefs))
+	_ = cmd.RegisterFlagCompletionFunc("access-log", fixedCompletion("text", "json", "off"))
+	return cmd
+}

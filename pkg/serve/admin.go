@@ -1,0 +1,172 @@
+package serve
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/albctl/albctl/pkg/proxy"
+)
+
+// Runtime is what a running serve records beside its state file, so other albctl commands find
+// its admin API without flags.
+type Runtime struct {
+	Admin string    `json:"admin"`
+	PID   int       `json:"pid"`
+	Since time.Time `json:"since"`
+}
+
+// RuntimePath is where serve records its Runtime for the state file at statePath.
+func RuntimePath(statePath string) string {
+	return strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-serve.json"
+}
+
+// StatusReport is the admin API's /status document.
+type StatusReport struct {
+	StateFile        string                 `json:"stateFile"`
+	Since            time.Time              `json:"since"`
+	Listeners        []proxy.ListenerStatus `json:"listeners"`
+	SkippedListeners map[string]string      `json:"skippedListeners,omitempty"`
+	Groups           []proxy.GroupStatus    `json:"groups"`
+	ActiveCalls      int64                  `json:"activeCalls"`
+}
+
+func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, error) {
+	runtimePath := RuntimePath(srv.opts.Store.Location())
+	if addr, err := Discover(srv.opts.Store.Location(), ""); err == nil {
+		return "", fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", srv.opts.Store.Location(), addr)
+	}
+	addr := srv.opts.AdminAddr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("admin API: %w", err)
+	}
+	since := time.Now().UTC()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st := srv.proxy.Status()
+		srv.mu.Lock()
+		report := StatusReport{StateFile: srv.opts.Store.Location(), Since: since, Listeners: st.Listeners,
+			SkippedListeners: srv.skipped, Groups: st.Groups, ActiveCalls: st.ActiveCalls}
+		srv.mu.Unlock()
+		writeJSON(w, report)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_ = srv.proxy.WriteMetrics(w)
+	})
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := httpServer.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			srv.log.Error("admin API stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = httpServer.Shutdown(shutdownCtx)
+		removeRuntime(runtimePath, os.Getpid())
+	}()
+	rt := Runtime{Admin: l.Addr().String(), PID: os.Getpid(), Since: since}
+	if err := writeRuntime(runtimePath, rt); err != nil {
+		srv.log.Warn("could not record the admin API's address; other commands need --admin", "err", err)
+	}
+	return rt.Admin, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeRuntime(path string, rt Runtime) error {
+	data, err := json.Marshal(rt)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// removeRuntime removes the record if it is still this process's.
+func removeRuntime(path string, pid int) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	var rt Runtime
+	if json.Unmarshal(data, &rt) == nil && rt.PID == pid {
+		_ = os.Remove(path)
+	}
+}
+
+// Discover returns the admin API address of the serve running for the state file: override if
+// given, else the address serve recorded beside the state file. It fails when nothing answers.
+func Discover(statePath, override string) (string, error) {
+	addr := override
+	if addr == "" {
+		data, err := os.ReadFile(RuntimePath(statePath))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w (%s): start one with 'albctl serve', or name its admin API with --admin", errNotRunning, statePath)
+		}
+		if err != nil {
+			return "", err
+		}
+		var rt Runtime
+		if err := json.Unmarshal(data, &rt); err != nil || rt.Admin == "" {
+			return "", fmt.Errorf("%s is not a serve record: %v", RuntimePath(statePath), err)
+		}
+		addr = rt.Admin
+	}
+	if err := Get(addr, "/healthz", nil); err != nil {
+		if override != "" {
+			return "", fmt.Errorf("no albctl serve answers at --admin %s: %v", override, err)
+		}
+		return "", fmt.Errorf("%w (%s): the one recorded at %s does not answer; start one with 'albctl serve'", errNotRunning, statePath, addr)
+	}
+	return addr, nil
+}
+
+// Get fetches path from the admin API at addr and decodes its JSON into v (nil: discard).
+func Get(addr, path string, v any) error {
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("admin API %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if v == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -1,0 +1,232 @@
+// Package serve runs albctl's data plane from the state: the proxy's listeners and server
+// groups, the DNS server, and the admin API. It follows changes to the state file and keeps the
+// last good configuration when a change cannot be applied.
+package serve
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	albdns "github.com/albctl/albctl/pkg/dns"
+	"github.com/albctl/albctl/pkg/proxy"
+	"github.com/albctl/albctl/pkg/state"
+)
+
+// Options are what serve runs with.
+type Options struct {
+	Store *state.FileStore
+	// LB limits serving to the listeners of one load balancer (ID or name); empty serves all.
+	LB string
+	// AdminAddr is where the admin API listens; "" means 127.0.0.1 with a port the kernel picks.
+	AdminAddr string
+	// DNSAddr, if set, runs albctl's DNS server there (UDP and TCP).
+	DNSAddr string
+	// Log receives one line per event: start, reloads, state changes, errors.
+	Log io.Writer
+	// AccessLog receives one line per call; nil turns the access log off.
+	AccessLog       io.Writer
+	AccessLogFormat string
+	// ShutdownTimeout bounds how long shutdown waits for calls in flight.
+	ShutdownTimeout time.Duration
+	// ReloadInterval is how often the state file is checked for changes; 0 means 250 ms.
+	ReloadInterval time.Duration
+	// Ready, if set, is called once everything listens, with the admin API's address.
+	Ready func(adminAddr string)
+}
+
+// Server is a running data plane.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	proxy *proxy.Proxy
+	dns   *albdns.Server
+
+	mu      sync.Mutex
+	current *state.State // the last state applied
+	skipped map[string]string
+}
+
+// Run serves until ctx is done, then shuts down gracefully: clients get GOAWAY and calls in
+// flight may finish within ShutdownTimeout. It returns an error if the first configuration
+// cannot be served.
+func Run(ctx context.Context, opts Options) error {
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = 250 * time.Millisecond
+	}
+	log := slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				a.Value = slog.StringValue(a.Value.Time().UTC().Format(time.RFC3339))
+			}
+			return a
+		},
+	}))
+	srv := &Server{opts: opts, log: log}
+	srv.proxy = proxy.New(proxy.Options{
+		Logger:          log,
+		AccessLog:       opts.AccessLog,
+		AccessLogFormat: opts.AccessLogFormat,
+	})
+
+	seen := opts.Store.Stat()
+	s, err := opts.Store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if err := srv.apply(s); err != nil {
+		_ = srv.proxy.Shutdown(context.Background())
+		return err
+	}
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	if opts.DNSAddr != "" {
+		l, err := albdns.Listen(opts.DNSAddr)
+		if err != nil {
+			_ = srv.proxy.Shutdown(context.Background())
+			return fmt.Errorf("DNS server: %w", err)
+		}
+		srv.dns = albdns.NewServer(s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.dns.Serve(runCtx, l); err != nil {
+				log.Error("DNS server stopped", "err", err)
+			}
+		}()
+		log.Info("DNS server listening", "addr", l.Addr(), "zones", fmt.Sprint(srv.dns.Zones().Names()))
+	}
+	admin, err := srv.startAdmin(runCtx, &wg)
+	if err != nil {
+		_ = srv.proxy.Shutdown(context.Background())
+		return err
+	}
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		opts.Store.Watch(runCtx, seen, opts.ReloadInterval, func(s *state.State) {
+			if err := srv.apply(s); err != nil {
+				log.Error("state not applied; still serving the last good configuration", "err", err)
+				return
+			}
+			if srv.dns != nil {
+				srv.dns.Update(s)
+			}
+			log.Info("state reloaded", "file", opts.Store.Location())
+		}, func(err error) {
+			log.Error("state file unreadable; still serving the last good configuration", "err", err)
+		})
+	}()
+
+	for _, l := range srv.proxy.Status().Listeners {
+		log.Info("listener serving", "listener", l.ID, "addr", l.Addr, "serverGroup", l.GroupID)
+	}
+	log.Info("admin API listening", "addr", admin)
+	if opts.Ready != nil {
+		opts.Ready(admin)
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down: GOAWAY sent, waiting for calls in flight", "timeout", opts.ShutdownTimeout.String())
+	shutdownCtx, done := context.WithTimeout(context.Background(), opts.ShutdownTimeout)
+	defer done()
+	if err := srv.proxy.Shutdown(shutdownCtx); err != nil {
+		log.Warn("calls were still in flight at the shutdown timeout and were cut", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// apply turns a state into the proxy's configuration and applies it; on error the running
+// configuration stays.
+func (srv *Server) apply(s *state.State) error {
+	cfg, skipped, err := proxyConfig(s, srv.opts.LB)
+	if err != nil {
+		return err
+	}
+	if err := srv.proxy.Apply(cfg); err != nil {
+		return err
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for id, why := range skipped {
+		if srv.skipped[id] != why {
+			srv.log.Warn("listener not served", "listener", id, "reason", why)
+		}
+	}
+	srv.current, srv.skipped = s, skipped
+	return nil
+}
+
+// proxyConfig builds the proxy's configuration from the state. Listeners the proxy cannot run
+// are returned in skipped with the reason, rather than failing the whole configuration.
+func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, skipped map[string]string, err error) {
+	var only *state.LoadBalancer
+	if lbRef != "" {
+		if only, err = s.LoadBalancer(lbRef); err != nil {
+			return cfg, nil, err
+		}
+	}
+	skipped = map[string]string{}
+	cfg.Groups = map[string]proxy.GroupConfig{}
+	for _, l := range s.Listeners {
+		if only != nil && l.LBID != only.ID {
+			continue
+		}
+		if l.Protocol != state.ProtocolHTTPS || !l.HTTP2 {
+			skipped[l.ID] = "serve runs HTTPS listeners with HTTP/2; this one is " + l.Protocol
+			continue
+		}
+		lb, err := s.LoadBalancer(l.LBID)
+		if err != nil {
+			return cfg, nil, err
+		}
+		c, err := s.Certificate(l.CertificateID)
+		if err != nil {
+			return cfg, nil, err
+		}
+		pair, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+		if err != nil {
+			return cfg, nil, fmt.Errorf("certificate %s: %w", c.Name, err)
+		}
+		sg, err := s.ServerGroup(l.ServerGroupID)
+		if err != nil {
+			return cfg, nil, err
+		}
+		cfg.Listeners = append(cfg.Listeners, proxy.ListenerConfig{
+			ID:             l.ID,
+			Addr:           net.JoinHostPort(lb.Address, strconv.Itoa(l.Port)),
+			Certificates:   []tls.Certificate{pair},
+			HTTP2:          true,
+			GroupID:        sg.ID,
+			IdleTimeout:    l.IdleTimeout.D(),
+			RequestTimeout: l.RequestTimeout.D(),
+		})
+		cfg.Groups[sg.ID] = groupConfig(sg)
+	}
+	return cfg, skipped, nil
+}
+
+func groupConfig(sg *state.ServerGroup) proxy.GroupConfig {
+	g := proxy.GroupConfig{ID: sg.ID, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D()}
+	for _, srv := range sg.Servers {
+		g.Servers = append(g.Servers, proxy.ServerConfig{Addr: srv.HostPort(), Weight: srv.Weight})
+	}
+	return g
+}
+
+// errNotRunning says that no serve answers for a state file.
+var errNotRunning = errors.New("no albctl serve is running for this state file")
