@@ -43,9 +43,6 @@ type StatusReport struct {
 
 func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, error) {
 	runtimePath := RuntimePath(srv.opts.Store.Location())
-	if addr, err := Discover(srv.opts.Store.Location(), ""); err == nil {
-		return "", fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", srv.opts.Store.Location(), addr)
-	}
 	addr := srv.opts.AdminAddr
 	if addr == "" {
 		addr = "127.0.0.1:0"

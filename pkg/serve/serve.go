@@ -61,6 +61,9 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.ReloadInterval == 0 {
 		opts.ReloadInterval = 250 * time.Millisecond
 	}
+	if addr, err := Discover(opts.Store.Location(), ""); err == nil {
+		return fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", opts.Store.Location(), addr)
+	}
 	log := slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey && len(groups) == 0 {

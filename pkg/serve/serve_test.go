@@ -1,0 +1,287 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/albctl/albctl/pkg/certs"
+	"github.com/albctl/albctl/pkg/echo"
+	"github.com/albctl/albctl/pkg/echo/echopb"
+	"github.com/albctl/albctl/pkg/state"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// syncBuffer is a log that the test reads while serve writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startEcho(t *testing.T, opts echo.Options) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := echo.NewServer(opts)
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	return l.Addr().String()
+}
+
+// freePort returns a port that was free a moment ago; listeners in the state need a fixed one.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func server(t *testing.T, addr string, weight int) state.Server {
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	return state.Server{Address: host, Port: p, Weight: weight}
+}
+
+type fixture struct {
+	store  *state.FileStore
+	port   int
+	caPool *x509.CertPool
+	log    *syncBuffer
+	admin  string
+	done   chan error
+	cancel context.CancelFunc
+}
+
+// startServe writes the tutorial's state with the given servers and runs serve on it.
+func startServe(t *testing.T, servers ...state.Server) *fixture {
+	t.Helper()
+	f := &fixture{store: state.NewFileStore(filepath.Join(t.TempDir(), "state.json")), port: freePort(t), log: &syncBuffer{}, done: make(chan error, 1)}
+	caCert, caKey, err := certs.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, notAfter, err := certs.Issue(caCert, caKey, []string{"grpc.example.test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.caPool = x509.NewCertPool()
+	f.caPool.AppendCertsFromPEM([]byte(caCert))
+	_, err = f.store.Update(context.Background(), func(s *state.State) error {
+		if _, err := s.CreateLoadBalancer(state.LoadBalancer{Name: "demo", Address: "127.0.0.1"}); err != nil {
+			return err
+		}
+		if _, err := s.CreateServerGroup(state.NewServerGroup("grpc-backends", state.ProtocolGRPC)); err != nil {
+			return err
+		}
+		if _, err := s.AddServers("grpc-backends", servers); err != nil {
+			return err
+		}
+		if _, err := s.AddCertificate(state.Certificate{Name: "grpc-example", Domains: []string{"grpc.example.test"}, NotAfter: notAfter, Issuer: "albctl-ca", CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
+			return err
+		}
+		_, err := s.CreateListener(state.Listener{LBID: "demo", Protocol: state.ProtocolHTTPS, Port: f.port, HTTP2: true, CertificateID: "grpc-example",
+			ServerGroupID: "grpc-backends", IdleTimeout: state.Duration(state.DefaultIdleTimeout), RequestTimeout: state.Duration(state.DefaultRequestTimeout)})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	ready := make(chan string, 1)
+	go func() {
+		f.done <- Run(ctx, Options{Store: f.store, Log: f.log, ShutdownTimeout: 5 * time.Second, ReloadInterval: 50 * time.Millisecond,
+			Ready: func(addr string) { ready <- addr }})
+	}()
+	select {
+	case f.admin = <-ready:
+	case err := <-f.done:
+		t.Fatalf("serve stopped: %v\n%s", err, f.log.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-f.done:
+		case <-time.After(10 * time.Second):
+			t.Error("serve did not stop")
+		}
+	})
+	return f
+}
+
+// client dials the listener by IP and verifies its certificate for grpc.example.test.
+func (f *fixture) client(t *testing.T) echopb.EchoClient {
+	t.Helper()
+	creds := credentials.NewTLS(&tls.Config{RootCAs: f.caPool, ServerName: "grpc.example.test"})
+	cc, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(f.port), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return echopb.NewEchoClient(cc)
+}
+
+// count makes n unary calls and counts the answers by server name.
+func count(t *testing.T, c echopb.EchoClient, n int) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := c.UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
+		cancel()
+		if err != nil {
+			t.Fatalf("call failed: %v", err)
+		}
+		got[resp.Server]++
+	}
+	return got
+}
+
+func TestServeBalancesAndFollowsTheStateFile(t *testing.T) {
+	b1 := startEcho(t, echo.Options{Name: "b1"})
+	b2 := startEcho(t, echo.Options{Name: "b2"})
+	f := startServe(t, server(t, b1, 100), server(t, b2, 50))
+	c := f.client(t)
+
+	if got := count(t, c, 300); got["b1"] < 190 || got["b1"] > 210 || got["b2"] < 90 || got["b2"] > 110 {
+		t.Fatalf("weights 100/50 over 300 calls gave %v", got)
+	}
+
+	// A server added to the state gets calls within a second, without restarting anything.
+	b3 := startEcho(t, echo.Options{Name: "b3"})
+	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
+		_, err := s.AddServers("grpc-backends", []state.Server{server(t, b3, 100)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for count(t, c, 5)["b3"] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the added server got no calls within a second\n%s", f.log.String())
+		}
+	}
+
+	// A broken state file is reported and the last good configuration keeps serving.
+	if err := os.WriteFile(f.store.Location(), []byte(`{"version": 1, "loadBalancers": [`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(2 * time.Second)
+	for !strings.Contains(f.log.String(), "still serving the last good configuration") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the broken state file was not reported:\n%s", f.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := count(t, c, 30); got["b1"]+got["b2"]+got["b3"] != 30 {
+		t.Fatalf("after a broken state: %v", got)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	b1 := startEcho(t, echo.Options{Name: "b1"})
+	f := startServe(t, server(t, b1, 100))
+	count(t, f.client(t), 3)
+
+	addr, err := Discover(f.store.Location(), "")
+	if err != nil || addr != f.admin {
+		t.Fatalf("Discover = %q, %v; want %q", addr, err, f.admin)
+	}
+	var st StatusReport
+	if err := Get(addr, "/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Listeners) != 1 || !strings.HasSuffix(st.Listeners[0].Addr, ":"+strconv.Itoa(f.port)) || len(st.Groups) != 1 ||
+		len(st.Groups[0].Servers) != 1 || st.Groups[0].Servers[0].Calls < 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	metrics := getText(t, "http://"+addr+"/metrics")
+	if !strings.Contains(metrics, `method="/albctl.echo.v1.Echo/UnaryEcho"`) {
+		t.Fatalf("metrics do not count the calls:\n%s", metrics)
+	}
+
+	// A second serve for the same state file is refused and leaves the first running.
+	err = Run(context.Background(), Options{Store: f.store, Log: &syncBuffer{}})
+	if err == nil || !strings.Contains(err.Error(), "albctl serve is already running for") {
+		t.Fatalf("second serve: %v", err)
+	}
+	if _, err := Discover(f.store.Location(), ""); err != nil {
+		t.Fatalf("the first serve stopped answering: %v", err)
+	}
+
+	// After shutdown the record is gone and Discover says plainly that nothing runs.
+	f.cancel()
+	if err := <-f.done; err != nil {
+		t.Fatal(err)
+	}
+	f.done <- nil // for the cleanup
+	if _, err := Discover(f.store.Location(), ""); err == nil || !strings.Contains(err.Error(), "no albctl serve is running for this state file") {
+		t.Fatalf("Discover after shutdown: %v", err)
+	}
+}
+
+func TestShutdownLetsCallsInFlightFinish(t *testing.T) {
+	slow := startEcho(t, echo.Options{Name: "slow", Delay: 700 * time.Millisecond})
+	f := startServe(t, server(t, slow, 100))
+	c := f.client(t)
+	count(t, c, 1) // connect first, so the call below is in flight when shutdown starts
+	result := make(chan error, 1)
+	go func() {
+		_, err := c.UnaryEcho(context.Background(), &echopb.EchoRequest{Message: "late"})
+		result <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	f.cancel()
+	if err := <-result; err != nil {
+		t.Fatalf("the call in flight failed at shutdown: %v", err)
+	}
+	if err := <-f.done; err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+	f.done <- nil
+	if !strings.Contains(f.log.String(), "msg=stopped") {
+		t.Fatalf("log:\n%s", f.log.String())
+	}
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
