@@ -173,9 +173,11 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 	for k, vv := range res.Header {
 		hdr[k] = vv
 	}
-	if res.Body == http.NoBody {
+	if res.ContentLength == 0 {
 		// Trailers-only response (or a body-less error from a non-gRPC
 		// server): one HEADERS frame that ends the stream, as received.
+		// The h2 transport marks it with a zero length; its empty body is
+		// not http.NoBody.
 		c.code = parseStatus(firstValue(res.Header["Grpc-Status"]))
 		w.WriteHeader(res.StatusCode)
 		return
