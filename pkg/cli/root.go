@@ -80,6 +80,7 @@ then defaults.`,
 		newServeCmd(a),
 		newEchoServerCmd(a),
 		newProbeCmd(a),
+		newCheckCmd(a),
 		newDemoCmd(a),
 		newVersionCmd(a),
 	)
