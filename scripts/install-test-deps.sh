@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools that some tests compare albctl against, when they are missing:
 #   dig     (Debian package dnsutils)   queries albctl's DNS server as a real client
+#   bash-completion (Debian package)    what the generated bash completion runs on in a shell
 #   grpcurl (from the Go module proxy)  the reference the probe's output is compared with
 # Running it again changes nothing. Where a tool cannot be installed it says so, and the tests
 # that need it skip.
@@ -9,18 +10,22 @@ set -uo pipefail
 GRPCURL_VERSION=v1.9.4
 gobin="$(go env GOPATH)/bin"
 
-if command -v dig >/dev/null 2>&1; then
-	echo "dig: $(command -v dig)"
+# Debian packages, by the file each provides.
+missing=()
+command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+[ -f /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "dig and bash-completion: present"
 elif command -v apt-get >/dev/null 2>&1; then
 	sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo="sudo"
-	if $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends dnsutils >/dev/null; then
-		echo "dig: $(command -v dig)"
+	if $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+		echo "installed: ${missing[*]}"
 	else
-		echo "warning: could not install dnsutils; the tests that use dig will skip" >&2
+		echo "warning: could not install ${missing[*]}; the tests that use them will skip" >&2
 	fi
 else
-	echo "warning: dig is missing and apt-get is not available; the tests that use dig will skip" >&2
+	echo "warning: ${missing[*]} missing and apt-get is not available; the tests that use them will skip" >&2
 fi
 
 if "$gobin/grpcurl" -version 2>&1 | grep -q "${GRPCURL_VERSION#v}"; then
