@@ -19,6 +19,7 @@ import (
 	"time"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
+	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
 	"google.golang.org/grpc"
@@ -184,30 +185,24 @@ func (w *walk) servers(context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var st serve.StatusReport
-	if err := serve.Get(addr, "/status", &st); err != nil {
-		return "", err
+	var gs health.GroupStatus
+	if err := serve.Get(addr, "/health/"+w.group.ID, &gs); err != nil {
+		return "", fmt.Errorf("the running serve does not serve server group %s: %v", w.group.Name, err)
 	}
-	for _, g := range st.Groups {
-		if g.ID != w.group.ID {
+	var parts, bad []string
+	for _, s := range gs.Servers {
+		if s.Weight == 0 {
 			continue
 		}
-		var parts, bad []string
-		for _, s := range g.Servers {
-			if s.Weight == 0 {
-				continue
-			}
-			parts = append(parts, s.Addr+" "+s.Health)
-			if s.Health == "unhealthy" {
-				bad = append(bad, s.Addr)
-			}
+		parts = append(parts, s.Addr+" "+s.State)
+		if s.State == health.StateUnhealthy {
+			bad = append(bad, s.Addr+" ("+s.Reason+")")
 		}
-		if len(bad) > 0 {
-			return "", fmt.Errorf("unhealthy: %s ('albctl servergroup health %s' says why)", strings.Join(bad, ", "), w.group.Name)
-		}
-		return strings.Join(parts, ", "), nil
 	}
-	return "", fmt.Errorf("the running serve does not serve server group %s yet: is listener %s in its configuration?", w.group.Name, w.listener.ID)
+	if len(bad) > 0 {
+		return "", fmt.Errorf("unhealthy: %s", strings.Join(bad, ", "))
+	}
+	return strings.Join(parts, ", "), nil
 }
 
 // rawCodec sends and receives messages as bytes, so a call needs no descriptors: the empty

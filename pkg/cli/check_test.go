@@ -63,3 +63,35 @@ func TestCheck(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	exitCodeOf(t, cmd, 10*time.Second)
 }
+
+func TestServerGroupHealth(t *testing.T) {
+	path, _ := serveScenario(t, 0)
+	r := run(t, path, "servergroup", "health", "grpc-backends")
+	if r.code != 1 || !strings.Contains(r.err, "Error: no albctl serve is running for this state file ("+path+"): start one with 'albctl serve'") {
+		t.Fatalf("health without serve: %+v", r)
+	}
+	r = run(t, path, "servergroup", "health", "grpc-backends", "--admin", "127.0.0.1:1")
+	if r.code != 1 || !strings.Contains(r.err, "no albctl serve answers at --admin 127.0.0.1:1") {
+		t.Fatalf("health with a dead --admin: %+v", r)
+	}
+	cmd, _ := startServeProcess(t, path)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gs := decode[struct {
+			Name    string `json:"name"`
+			Servers []struct {
+				State, Reason string
+				Weight        int
+			} `json:"servers"`
+		}](t, mustRun(t, path, "servergroup", "health", "grpc-backends", "-o", "json"))
+		if gs.Name == "grpc-backends" && len(gs.Servers) == 1 && gs.Servers[0].State == "healthy" && gs.Servers[0].Reason == "grpc-status 12 (UNIMPLEMENTED)" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server never became healthy: %+v", gs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	exitCodeOf(t, cmd, 10*time.Second)
+}

@@ -22,7 +22,7 @@ implements (` + state.DefaultGRPCHealthPath + `), healthy when the server answer
 status 12 (UNIMPLEMENTED), which any live gRPC server does.`,
 	}
 	cmd.AddCommand(
-		newSGCreateCmd(a), newSGListCmd(a), newSGGetCmd(a), newSGUpdateCmd(a), newSGDeleteCmd(a),
+		newSGCreateCmd(a), newSGListCmd(a), newSGGetCmd(a), newSGUpdateCmd(a), newSGDeleteCmd(a), newSGHealthCmd(a),
 		newSGServersCmd(a, "add-servers", "Add servers to a server group",
 			"  albctl servergroup add-servers grpc-backends --server 127.0.0.1:50051 --server 127.0.0.1:50052,weight=50\n"+
 				"  albctl servergroup add-servers grpc-backends --server '[::1]:50053,weight=0,description=standby'",

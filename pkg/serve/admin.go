@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
 )
 
@@ -38,6 +39,7 @@ type StatusReport struct {
 	Listeners        []proxy.ListenerStatus `json:"listeners"`
 	SkippedListeners map[string]string      `json:"skippedListeners,omitempty"`
 	Groups           []proxy.GroupStatus    `json:"groups"`
+	Health           []health.GroupStatus   `json:"health"`
 	ActiveCalls      int64                  `json:"activeCalls"`
 }
 
@@ -60,9 +62,20 @@ func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, 
 		st := srv.proxy.Status()
 		srv.mu.Lock()
 		report := StatusReport{StateFile: srv.opts.Store.Location(), Since: since, Listeners: st.Listeners,
-			SkippedListeners: srv.skipped, Groups: st.Groups, ActiveCalls: st.ActiveCalls}
+			SkippedListeners: srv.skipped, Groups: st.Groups, Health: srv.health.Statuses(), ActiveCalls: st.ActiveCalls}
 		srv.mu.Unlock()
 		writeJSON(w, report)
+	})
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, srv.health.Statuses())
+	})
+	mux.HandleFunc("GET /health/{group}", func(w http.ResponseWriter, r *http.Request) {
+		gs, ok := srv.health.Status(r.PathValue("group"))
+		if !ok {
+			http.Error(w, "server group "+r.PathValue("group")+" is not served", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, gs)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
+	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
 	"github.com/albctl/albctl/pkg/state"
 )
@@ -44,10 +45,11 @@ type Options struct {
 
 // Server is a running data plane.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	proxy *proxy.Proxy
-	dns   *albdns.Server
+	opts   Options
+	log    *slog.Logger
+	proxy  *proxy.Proxy
+	health *health.Checker
+	dns    *albdns.Server
 
 	mu      sync.Mutex
 	current *state.State // the last state applied
@@ -72,11 +74,14 @@ func Run(ctx context.Context, opts Options) error {
 			return a
 		},
 	}))
-	srv := &Server{opts: opts, log: log}
+	srv := &Server{opts: opts, log: log, health: health.New(health.Options{Logger: log})}
+	defer srv.health.Close()
 	srv.proxy = proxy.New(proxy.Options{
 		Logger:          log,
 		AccessLog:       opts.AccessLog,
 		AccessLogFormat: opts.AccessLogFormat,
+		// A call that could not connect counts as a failed health check.
+		OnConnectFailure: srv.health.ReportFailure,
 	})
 
 	seen := opts.Store.Stat()
@@ -163,6 +168,15 @@ func (srv *Server) apply(s *state.State) error {
 	if err := srv.proxy.Apply(cfg); err != nil {
 		return err
 	}
+	groups := make([]health.Group, 0, len(cfg.Groups))
+	for id := range cfg.Groups {
+		sg, err := s.ServerGroup(id)
+		if err != nil {
+			return err
+		}
+		groups = append(groups, health.FromServerGroup(*sg, srv.proxy.Backend))
+	}
+	srv.health.Apply(groups)
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	for id, why := range skipped {

@@ -19,6 +19,7 @@ import (
 	"github.com/albctl/albctl/pkg/certs"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
+	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/state"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -284,4 +285,79 @@ func getText(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestHealthChecksTakeADeadServerOut is the health issue's scenario: two servers, codes 12,
+// interval 1s, thresholds 2. A stopped server is marked unhealthy within interval × threshold
+// + timeout, after which calls do not fail; restarted, it is healthy and gets calls again.
+func TestHealthChecksTakeADeadServerOut(t *testing.T) {
+	b1 := startEcho(t, echo.Options{Name: "b1"})
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2Addr := l2.Addr().String()
+	b2 := echo.NewServer(echo.Options{Name: "b2"})
+	go func() { _ = b2.Serve(l2) }()
+
+	f := startServe(t, server(t, b1, 100), server(t, b2Addr, 100))
+	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
+		_, err := s.UpdateServerGroup("grpc-backends", func(sg *state.ServerGroup) error {
+			hc := &sg.HealthCheck
+			hc.Codes, hc.Interval, hc.HealthyThreshold, hc.UnhealthyThreshold = "12", state.Duration(time.Second), 2, 2
+			return nil
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	groupID := func() string {
+		s, _ := f.store.Load(context.Background())
+		sg, _ := s.ServerGroup("grpc-backends")
+		return sg.ID
+	}()
+	waitFor := func(addr, want string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			var gs health.GroupStatus
+			if err := Get(f.admin, "/health/"+groupID, &gs); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range gs.Servers {
+				if s.Addr == addr && s.State == want {
+					return time.Since(start)
+				}
+			}
+			if time.Since(start) > within {
+				t.Fatalf("%s not %s within %v: %+v\n%s", addr, want, within, gs, f.log.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor(b2Addr, health.StateHealthy, 5*time.Second)
+
+	b2.Stop()
+	// interval × threshold + timeout, with a second to spare for a loaded machine.
+	took := waitFor(b2Addr, health.StateUnhealthy, 1*2*time.Second+5*time.Second+time.Second)
+	t.Logf("stopped server marked unhealthy after %v", took)
+	c := f.client(t)
+	if got := count(t, c, 200); got["b1"] != 200 {
+		t.Fatalf("200 calls after the server died: %v", got)
+	}
+
+	l2, err = net.Listen("tcp", b2Addr)
+	if err != nil {
+		t.Fatalf("restart on the same port: %v", err)
+	}
+	b2 = echo.NewServer(echo.Options{Name: "b2"})
+	go func() { _ = b2.Serve(l2) }()
+	t.Cleanup(b2.Stop)
+	waitFor(b2Addr, health.StateHealthy, 5*time.Second)
+	if got := count(t, c, 40); got["b2"] == 0 {
+		t.Fatalf("the restarted server gets no calls: %v", got)
+	}
+	if !strings.Contains(f.log.String(), `from=healthy to=unhealthy reason="connection refused"`) {
+		t.Fatalf("the state change is not logged:\n%s", f.log.String())
+	}
 }
