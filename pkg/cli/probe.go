@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
 	"github.com/albctl/albctl/pkg/probe"
@@ -36,6 +37,10 @@ The state file comes from ALBCTL_STATE or the default; run 'albctl probe -help' 
 		// grpcurl's single-dash flags are not cobra's: the probe parses its own.
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			args, err := a.takeGlobalFlags(args)
+			if err != nil {
+				return err
+			}
 			// A missing or unreadable state only means no albctl names and no hints.
 			s, _ := a.store().Load(cmd.Context())
 			env := probe.Env{Stdin: a.io.In, Stdout: a.io.Out, Stderr: a.io.ErrOut}
@@ -57,6 +62,27 @@ The state file comes from ALBCTL_STATE or the default; run 'albctl probe -help' 
 			return nil
 		},
 	}
+}
+
+// takeGlobalFlags applies albctl's own flags that lead args: with its flag parsing off, the probe
+// receives them as given (albctl --state s.json probe ...). grpcurl has none of these flags.
+func (a *app) takeGlobalFlags(args []string) ([]string, error) {
+	targets := map[string]*string{"--state": &a.statePath, "--admin": &a.admin, "--output": &a.output, "-o": &a.output, "--config": &a.configFile}
+	for len(args) > 0 {
+		name, value, hasValue := strings.Cut(args[0], "=")
+		target, ok := targets[name]
+		if !ok {
+			break
+		}
+		if !hasValue {
+			if len(args) < 2 {
+				return nil, usageErrorf("flag needs an argument: %s", name)
+			}
+			value, args = args[1], args[1:]
+		}
+		*target, args = value, args[1:]
+	}
+	return args, nil
 }
 
 // probeHint adds what albctl knows about a failure: which listener should be on that port,
