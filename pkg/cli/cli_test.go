@@ -372,3 +372,28 @@ func TestCertCAAndImport(t *testing.T) {
 		t.Fatalf("mismatched key: %+v", r)
 	}
 }
+
+func TestListenerSNICertificates(t *testing.T) {
+	path := walkthrough(t)
+	mustRun(t, path, "cert", "create", "--name", "api-example", "--domain", "api.example.test")
+	lsn := decode[[]struct{ ID string }](t, mustRun(t, path, "listener", "list", "-o", "json"))[0].ID
+	l := decode[map[string]any](t, mustRun(t, path, "listener", "add-certs", lsn, "--cert", "api-example", "-o", "json"))
+	api := decode[map[string]any](t, mustRun(t, path, "cert", "get", "api-example", "-o", "json"))
+	if ids, _ := json.Marshal(l["additionalCertificateIds"]); string(ids) != `["`+api["id"].(string)+`"]` {
+		t.Fatalf("additionalCertificateIds %s", ids)
+	}
+	if r := run(t, path, "listener", "add-certs", lsn, "--cert", "api-example"); r.code != 2 || !strings.Contains(r.err, "the listener has this certificate already") {
+		t.Fatalf("adding a certificate twice: %+v", r)
+	}
+	if r := run(t, path, "cert", "delete", "api-example"); r.code != 1 || !strings.Contains(r.err, "certificate api-example is used by listeners "+lsn) {
+		t.Fatalf("deleting an attached certificate: %+v", r)
+	}
+	l = decode[map[string]any](t, mustRun(t, path, "listener", "remove-certs", lsn, "--cert", "api-example", "-o", "json"))
+	if _, ok := l["additionalCertificateIds"]; ok {
+		t.Fatalf("remove-certs left %v", l["additionalCertificateIds"])
+	}
+	if r := run(t, path, "listener", "remove-certs", lsn, "--cert", "api-example"); r.code != 1 || !strings.Contains(r.err, "not found") {
+		t.Fatalf("removing a certificate the listener does not have: %+v", r)
+	}
+	mustRun(t, path, "cert", "delete", "api-example")
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/albctl/albctl/pkg/state"
 	"github.com/spf13/cobra"
@@ -17,7 +18,25 @@ func newListenerCmd(a *app) *cobra.Command {
 group. gRPC server groups need an HTTPS listener with HTTP/2 on (the default): clients speak
 TLS to the listener and the listener speaks plaintext HTTP/2 (h2c) to the servers.`,
 	}
-	cmd.AddCommand(newListenerCreateCmd(a), newListenerListCmd(a), newListenerGetCmd(a), newListenerUpdateCmd(a), newListenerDeleteCmd(a))
+	cmd.AddCommand(newListenerCreateCmd(a), newListenerListCmd(a), newListenerGetCmd(a), newListenerUpdateCmd(a), newListenerDeleteCmd(a),
+		newListenerCertsCmd(a, "add-certs", "Add certificates that the listener serves by SNI",
+			"  albctl listener add-certs lsn-0123456789abcdef --cert api-example --cert www-example",
+			func(l *state.Listener, ref string) error {
+				l.AdditionalCertificateIDs = append(l.AdditionalCertificateIDs, ref)
+				return nil
+			}),
+		newListenerCertsCmd(a, "remove-certs", "Remove additional certificates from a listener",
+			"  albctl listener remove-certs lsn-0123456789abcdef --cert www-example",
+			func(l *state.Listener, ref string) error {
+				for i, id := range l.AdditionalCertificateIDs {
+					if id == ref {
+						l.AdditionalCertificateIDs = append(l.AdditionalCertificateIDs[:i], l.AdditionalCertificateIDs[i+1:]...)
+						return nil
+					}
+				}
+				return &state.NotFoundError{Kind: "additional certificate", Ref: ref + " on listener " + l.ID}
+			}),
+	)
 	return cmd
 }
 
@@ -241,6 +260,48 @@ func newListenerDeleteCmd(a *app) *cobra.Command {
 	}
 }
 
+// newListenerCertsCmd builds add-certs and remove-certs, which differ in what they do with each
+// --cert. A listener's default certificate (--cert of create and update) serves clients that
+// send no name or one no certificate covers; additional ones are chosen by SNI.
+func newListenerCertsCmd(a *app, use, short, example string, change func(l *state.Listener, certID string) error) *cobra.Command {
+	var refs []string
+	cmd := &cobra.Command{
+		Use:               use + " LISTENER --cert CERT [--cert ...]",
+		Short:             short,
+		Example:           example,
+		Args:              needArgs("LISTENER"),
+		ValidArgsFunction: argCompletion(a.refCompletion(listenerRefs)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(refs) == 0 {
+				return usageErrorf("give at least one --cert")
+			}
+			var updated *state.Listener
+			_, err := a.store().Update(cmd.Context(), func(s *state.State) (err error) {
+				updated, err = s.UpdateListener(args[0], func(l *state.Listener) error {
+					for _, ref := range refs {
+						c, err := s.Certificate(ref)
+						if err != nil {
+							return err
+						}
+						if err := change(l, c.ID); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return a.printListener(*updated)
+		},
+	}
+	cmd.Flags().StringArrayVar(&refs, "cert", nil, "certificate, by ID or name (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("cert", a.refCompletion(certRefs))
+	return cmd
+}
+
 func (a *app) printListener(l state.Listener) error {
 	return a.print(l, func() view {
 		cert := l.CertificateID
@@ -248,7 +309,15 @@ func (a *app) printListener(l state.Listener) error {
 			cert = "-"
 		}
 		return details{{"ID", l.ID}, {"Load balancer", l.LBID}, {"Protocol", l.Protocol}, {"Port", strconv.Itoa(l.Port)},
-			{"HTTP/2", strconv.FormatBool(l.HTTP2)}, {"Certificate", cert}, {"Server group", l.ServerGroupID},
+			{"HTTP/2", strconv.FormatBool(l.HTTP2)}, {"Certificate", cert}, {"SNI certificates", orDash(strings.Join(l.AdditionalCertificateIDs, ", "))},
+			{"Server group", l.ServerGroupID},
 			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()}}
 	})
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -111,6 +111,7 @@ var flagForField = map[string]string{
 	"port":                           "--port",
 	"http2":                          "--http2",
 	"certificateId":                  "--cert",
+	"additionalCertificateIds":       "--cert",
 	"serverGroupId":                  "--server-group",
 	"idleTimeout":                    "--idle-timeout",
 	"requestTimeout":                 "--request-timeout",

@@ -211,13 +211,17 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, skipped map[st
 		if err != nil {
 			return cfg, nil, err
 		}
-		c, err := s.Certificate(l.CertificateID)
-		if err != nil {
-			return cfg, nil, err
-		}
-		pair, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
-		if err != nil {
-			return cfg, nil, fmt.Errorf("certificate %s: %w", c.Name, err)
+		var pairs []tls.Certificate
+		for _, id := range append([]string{l.CertificateID}, l.AdditionalCertificateIDs...) {
+			c, err := s.Certificate(id)
+			if err != nil {
+				return cfg, nil, err
+			}
+			pair, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+			if err != nil {
+				return cfg, nil, fmt.Errorf("certificate %s: %w", c.Name, err)
+			}
+			pairs = append(pairs, pair)
 		}
 		sg, err := s.ServerGroup(l.ServerGroupID)
 		if err != nil {
@@ -226,7 +230,7 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, skipped map[st
 		cfg.Listeners = append(cfg.Listeners, proxy.ListenerConfig{
 			ID:             l.ID,
 			Addr:           net.JoinHostPort(lb.Address, strconv.Itoa(l.Port)),
-			Certificates:   []tls.Certificate{pair},
+			Certificates:   pairs,
 			HTTP2:          true,
 			GroupID:        sg.ID,
 			IdleTimeout:    l.IdleTimeout.D(),

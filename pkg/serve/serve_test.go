@@ -73,13 +73,14 @@ func server(t *testing.T, addr string, weight int) state.Server {
 }
 
 type fixture struct {
-	store  *state.FileStore
-	port   int
-	caPool *x509.CertPool
-	log    *syncBuffer
-	admin  string
-	done   chan error
-	cancel context.CancelFunc
+	store         *state.FileStore
+	caCert, caKey string
+	port          int
+	caPool        *x509.CertPool
+	log           *syncBuffer
+	admin         string
+	done          chan error
+	cancel        context.CancelFunc
 }
 
 // startServe writes the tutorial's state with the given servers and runs serve on it.
@@ -90,6 +91,7 @@ func startServe(t *testing.T, servers ...state.Server) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.caCert, f.caKey = caCert, caKey
 	certPEM, keyPEM, notAfter, err := certs.Issue(caCert, caKey, []string{"grpc.example.test"}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -359,5 +361,54 @@ func TestHealthChecksTakeADeadServerOut(t *testing.T) {
 	}
 	if !strings.Contains(f.log.String(), `from=healthy to=unhealthy reason="connection refused"`) {
 		t.Fatalf("the state change is not logged:\n%s", f.log.String())
+	}
+}
+
+// TestSNIPicksTheCertificate attaches a second certificate to the running listener: clients that
+// ask for its name get it, the others keep the default.
+func TestSNIPicksTheCertificate(t *testing.T) {
+	b1 := startEcho(t, echo.Options{Name: "b1"})
+	f := startServe(t, server(t, b1, 100))
+	certPEM, keyPEM, notAfter, err := certs.Issue(f.caCert, f.caKey, []string{"api.example.test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
+		if _, err := s.AddCertificate(state.Certificate{Name: "api-example", Domains: []string{"api.example.test"}, NotAfter: notAfter, Issuer: "albctl-ca", CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
+			return err
+		}
+		_, err := s.UpdateListener(s.Listeners[0].ID, func(l *state.Listener) error {
+			l.AdditionalCertificateIDs = append(l.AdditionalCertificateIDs, "api-example")
+			return nil
+		})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	served := func(name string) string {
+		conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(f.port), &tls.Config{RootCAs: f.caPool, ServerName: name, NextProtos: []string{"h2"}})
+		if err != nil {
+			return "handshake: " + err.Error()
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].DNSNames[0]
+	}
+	deadline := time.Now().Add(time.Second)
+	for served("api.example.test") != "api.example.test" {
+		if time.Now().After(deadline) {
+			t.Fatalf("api.example.test is served %q a second after the change", served("api.example.test"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := served("grpc.example.test"); got != "grpc.example.test" {
+		t.Fatalf("the default certificate changed: %q", got)
+	}
+	// An attached certificate cannot be deleted.
+	_, err = f.store.Update(context.Background(), func(s *state.State) error {
+		_, err := s.DeleteCertificate("api-example")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "certificate api-example is used by listeners") {
+		t.Fatalf("deleting an attached certificate: %v", err)
 	}
 }

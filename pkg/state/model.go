@@ -104,15 +104,18 @@ type CA struct {
 
 // Listener accepts clients on a load balancer's port and forwards to a server group.
 type Listener struct {
-	ID             string   `json:"id"`
-	LBID           string   `json:"lbId"`
-	Protocol       string   `json:"protocol"`
-	Port           int      `json:"port"`
-	HTTP2          bool     `json:"http2"`
-	CertificateID  string   `json:"certificateId"`
-	ServerGroupID  string   `json:"serverGroupId"`
-	IdleTimeout    Duration `json:"idleTimeout"`
-	RequestTimeout Duration `json:"requestTimeout"`
+	ID            string `json:"id"`
+	LBID          string `json:"lbId"`
+	Protocol      string `json:"protocol"`
+	Port          int    `json:"port"`
+	HTTP2         bool   `json:"http2"`
+	CertificateID string `json:"certificateId"`
+	// AdditionalCertificateIDs are served by SNI to clients that ask for a name the default
+	// certificate does not cover.
+	AdditionalCertificateIDs []string `json:"additionalCertificateIds,omitempty"`
+	ServerGroupID            string   `json:"serverGroupId"`
+	IdleTimeout              Duration `json:"idleTimeout"`
+	RequestTimeout           Duration `json:"requestTimeout"`
 }
 
 // Domain is a DNS zone the user claims, proven by a TXT record.

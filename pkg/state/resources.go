@@ -3,6 +3,7 @@ package state
 import (
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -277,7 +278,9 @@ func (s *State) DeleteCertificate(ref string) (*Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	if users := s.listenersWhere(func(l *Listener) bool { return l.CertificateID == c.ID }); users != "" {
+	if users := s.listenersWhere(func(l *Listener) bool {
+		return l.CertificateID == c.ID || slices.Contains(l.AdditionalCertificateIDs, c.ID)
+	}); users != "" {
 		return nil, conflict("certificate %s is used by listeners %s: delete them or give them another certificate first", c.Name, users)
 	}
 	deleted := *c
@@ -306,6 +309,7 @@ func (s *State) UpdateListener(ref string, change func(*Listener) error) (*Liste
 		return nil, err
 	}
 	updated := *l
+	updated.AdditionalCertificateIDs = slices.Clone(l.AdditionalCertificateIDs)
 	if err := change(&updated); err != nil {
 		return nil, err
 	}
@@ -336,6 +340,13 @@ func (s *State) resolveListenerRefs(l *Listener) error {
 			return err
 		}
 		l.CertificateID = c.ID
+	}
+	for i, ref := range l.AdditionalCertificateIDs {
+		c, err := s.Certificate(ref)
+		if err != nil {
+			return err
+		}
+		l.AdditionalCertificateIDs[i] = c.ID
 	}
 	return nil
 }

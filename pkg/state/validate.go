@@ -258,8 +258,18 @@ func (l *Listener) validate(s *State) error {
 		if _, err := s.Certificate(l.CertificateID); err != nil {
 			return invalid("certificateId", l.CertificateID, "no such certificate")
 		}
+		seen := map[string]bool{l.CertificateID: true}
+		for _, id := range l.AdditionalCertificateIDs {
+			if _, err := s.Certificate(id); err != nil {
+				return invalid("additionalCertificateIds", id, "no such certificate")
+			}
+			if seen[id] {
+				return invalid("additionalCertificateIds", id, "the listener has this certificate already")
+			}
+			seen[id] = true
+		}
 	case ProtocolHTTP:
-		if l.CertificateID != "" {
+		if l.CertificateID != "" || len(l.AdditionalCertificateIDs) > 0 {
 			return invalid("certificateId", l.CertificateID, "only HTTPS listeners take a certificate")
 		}
 		if l.HTTP2 {
