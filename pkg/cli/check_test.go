@@ -32,7 +32,26 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("check without serve: %+v", r)
 	}
 
+	r = run(t, path, "probe", "-insecure", target, "list")
+	if r.code != 1 || !strings.Contains(r.err, "is on port "+itoa(port)+", but no albctl serve runs for") {
+		t.Fatalf("probe without serve must name the listener and say serve is not running: %+v", r)
+	}
+
 	cmd, stderr := startServeProcess(t, path)
+	// The name exists only in albctl's records; -cacert verifies the listener without -insecure.
+	caFile := strings.TrimSpace(mustRun(t, path, "cert", "ca"))
+	r = run(t, path, "probe", "-cacert", caFile, "-d", `{"message": "hi"}`, target, "albctl.echo.v1.Echo/UnaryEcho")
+	if r.code != 0 || r.out != "{\n  \"message\": \"hi\",\n  \"server\": \"b1\"\n}\n" {
+		t.Fatalf("probe -cacert by name through serve: %+v", r)
+	}
+	r = run(t, path, "probe", target, "list")
+	if r.code != 1 || !strings.Contains(r.err, "certificate signed by unknown authority") || !strings.Contains(r.err, "hint: if the listener's certificate is albctl's, use -cacert "+caFile) {
+		t.Fatalf("probe without -cacert: %+v", r)
+	}
+	r = run(t, path, "probe", "-insecure", "grpc.example.test:1", "list")
+	if r.code != 1 || !strings.Contains(r.err, "hint: no albctl listener is on port 1") {
+		t.Fatalf("probe of a port without a listener: %+v", r)
+	}
 	for _, args := range [][]string{{"check", target}, {"check", target, "albctl.echo.v1.Echo/UnaryEcho"}} {
 		r = run(t, path, args...)
 		steps := strings.Count(r.out, "PASS\t")
