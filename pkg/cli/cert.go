@@ -22,7 +22,11 @@ func newCertCmd(a *app) *cobra.Command {
 imported from PEM files. Clients verify listeners with the CA's certificate, whose path
 'albctl cert ca' prints: grpcurl -cacert "$(albctl cert ca)" ...`,
 	}
-	cmd.AddCommand(newCertCreateCmd(a), newCertImportCmd(a), newCertListCmd(a), newCertGetCmd(a), newCertDeleteCmd(a), newCertCACmd(a))
+	cmd.AddCommand(newCertCreateCmd(a), newCertImportCmd(a), newCertListCmd(a), newCertCACmd(a),
+		newGetCmd(a, "CERT", "Show a certificate, by ID or name", "  albctl cert get grpc-example -o json",
+			certRefs, (*state.State).Certificate, a.printCert),
+		newDeleteCmd(a, "CERT", "Delete a certificate that no listener uses", "  albctl cert delete grpc-example",
+			certRefs, (*state.State).DeleteCertificate, a.printCert))
 	return cmd
 }
 
@@ -191,49 +195,6 @@ func newCertListCmd(a *app) *cobra.Command {
 				}
 				return t
 			})
-		},
-	}
-}
-
-func newCertGetCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "get CERT",
-		Short:             "Show a certificate, by ID or name",
-		Example:           "  albctl cert get grpc-example -o json",
-		Args:              needArgs("CERT"),
-		ValidArgsFunction: argCompletion(a.refCompletion(certRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store().Load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			c, err := s.Certificate(args[0])
-			if err != nil {
-				return err
-			}
-			return a.printCert(*c)
-		},
-	}
-}
-
-func newCertDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete CERT",
-		Aliases:           []string{"rm"},
-		Short:             "Delete a certificate that no listener uses",
-		Example:           "  albctl cert delete grpc-example",
-		Args:              needArgs("CERT"),
-		ValidArgsFunction: argCompletion(a.refCompletion(certRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var deleted *state.Certificate
-			_, err := a.store().Update(cmd.Context(), func(s *state.State) (err error) {
-				deleted, err = s.DeleteCertificate(args[0])
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return a.printCert(*deleted)
 		},
 	}
 }

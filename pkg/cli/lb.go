@@ -13,7 +13,10 @@ func newLBCmd(a *app) *cobra.Command {
 		Long: `A load balancer instance has an IP address to listen on and a generated domain name
 (alb-<id>.` + state.LBDomainSuffix + `) that albctl's DNS resolves to that address.`,
 	}
-	cmd.AddCommand(newLBCreateCmd(a), newLBListCmd(a), newLBGetCmd(a), newLBDeleteCmd(a))
+	cmd.AddCommand(newLBCreateCmd(a), newLBListCmd(a), newGetCmd(a, "LB", "Show a load balancer, by ID or name", "  albctl lb get demo -o json",
+		lbRefs, (*state.State).LoadBalancer, a.printLB),
+		newDeleteCmd(a, "LB", "Delete a load balancer that has no listeners", "  albctl lb delete demo",
+			lbRefs, (*state.State).DeleteLoadBalancer, a.printLB))
 	return cmd
 }
 
@@ -62,49 +65,6 @@ func newLBListCmd(a *app) *cobra.Command {
 				}
 				return t
 			})
-		},
-	}
-}
-
-func newLBGetCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "get LB",
-		Short:             "Show a load balancer, by ID or name",
-		Example:           "  albctl lb get demo -o json",
-		Args:              needArgs("LB"),
-		ValidArgsFunction: argCompletion(a.refCompletion(lbRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store().Load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			lb, err := s.LoadBalancer(args[0])
-			if err != nil {
-				return err
-			}
-			return a.printLB(*lb)
-		},
-	}
-}
-
-func newLBDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete LB",
-		Aliases:           []string{"rm"},
-		Short:             "Delete a load balancer that has no listeners",
-		Example:           "  albctl lb delete demo",
-		Args:              needArgs("LB"),
-		ValidArgsFunction: argCompletion(a.refCompletion(lbRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var deleted *state.LoadBalancer
-			_, err := a.store().Update(cmd.Context(), func(s *state.State) (err error) {
-				deleted, err = s.DeleteLoadBalancer(args[0])
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return a.printLB(*deleted)
 		},
 	}
 }

@@ -18,7 +18,11 @@ func newListenerCmd(a *app) *cobra.Command {
 group. gRPC server groups need an HTTPS listener with HTTP/2 on (the default): clients speak
 TLS to the listener and the listener speaks plaintext HTTP/2 (h2c) to the servers.`,
 	}
-	cmd.AddCommand(newListenerCreateCmd(a), newListenerListCmd(a), newListenerGetCmd(a), newListenerUpdateCmd(a), newListenerDeleteCmd(a),
+	cmd.AddCommand(newListenerCreateCmd(a), newListenerListCmd(a), newListenerUpdateCmd(a),
+		newGetCmd(a, "LISTENER", "Show a listener", "  albctl listener get lsn-0123456789abcdef -o json",
+			listenerRefs, (*state.State).Listener, a.printListener),
+		newDeleteCmd(a, "LISTENER", "Delete a listener", "  albctl listener delete lsn-0123456789abcdef",
+			listenerRefs, (*state.State).DeleteListener, a.printListener),
 		newListenerCertsCmd(a, "add-certs", "Add certificates that the listener serves by SNI",
 			"  albctl listener add-certs lsn-0123456789abcdef --cert api-example --cert www-example",
 			func(l *state.Listener, ref string) error {
@@ -215,49 +219,6 @@ func nameOf(s *state.State, id string) string {
 		return c.Name
 	}
 	return id
-}
-
-func newListenerGetCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "get LISTENER",
-		Short:             "Show a listener",
-		Example:           "  albctl listener get lsn-0123456789abcdef -o json",
-		Args:              needArgs("LISTENER"),
-		ValidArgsFunction: argCompletion(a.refCompletion(listenerRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store().Load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			l, err := s.Listener(args[0])
-			if err != nil {
-				return err
-			}
-			return a.printListener(*l)
-		},
-	}
-}
-
-func newListenerDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete LISTENER",
-		Aliases:           []string{"rm"},
-		Short:             "Delete a listener",
-		Example:           "  albctl listener delete lsn-0123456789abcdef",
-		Args:              needArgs("LISTENER"),
-		ValidArgsFunction: argCompletion(a.refCompletion(listenerRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var deleted *state.Listener
-			_, err := a.store().Update(cmd.Context(), func(s *state.State) (err error) {
-				deleted, err = s.DeleteListener(args[0])
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return a.printListener(*deleted)
-		},
-	}
 }
 
 // newListenerCertsCmd builds add-certs and remove-certs, which differ in what they do with each

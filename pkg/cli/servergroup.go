@@ -22,7 +22,12 @@ implements (` + state.DefaultGRPCHealthPath + `), healthy when the server answer
 status 12 (UNIMPLEMENTED), which any live gRPC server does.`,
 	}
 	cmd.AddCommand(
-		newSGCreateCmd(a), newSGListCmd(a), newSGGetCmd(a), newSGUpdateCmd(a), newSGDeleteCmd(a), newSGHealthCmd(a),
+		newSGCreateCmd(a), newSGListCmd(a), newSGUpdateCmd(a), newSGHealthCmd(a),
+		newGetCmd(a, "SERVERGROUP", "Show a server group, by ID or name",
+			"  albctl servergroup get grpc-backends\n  albctl servergroup get grpc-backends -o json",
+			sgRefs, (*state.State).ServerGroup, a.printSG),
+		newDeleteCmd(a, "SERVERGROUP", "Delete a server group that no listener uses", "  albctl servergroup delete grpc-backends",
+			sgRefs, (*state.State).DeleteServerGroup, a.printSG),
 		newSGServersCmd(a, "add-servers", "Add servers to a server group",
 			"  albctl servergroup add-servers grpc-backends --server 127.0.0.1:50051 --server 127.0.0.1:50052,weight=50\n"+
 				"  albctl servergroup add-servers grpc-backends --server '[::1]:50053,weight=0,description=standby'",
@@ -261,49 +266,6 @@ func newSGListCmd(a *app) *cobra.Command {
 				}
 				return t
 			})
-		},
-	}
-}
-
-func newSGGetCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "get SERVERGROUP",
-		Short:             "Show a server group, by ID or name",
-		Example:           "  albctl servergroup get grpc-backends\n  albctl servergroup get grpc-backends -o json",
-		Args:              needArgs("SERVERGROUP"),
-		ValidArgsFunction: argCompletion(a.refCompletion(sgRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store().Load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			sg, err := s.ServerGroup(args[0])
-			if err != nil {
-				return err
-			}
-			return a.printSG(*sg)
-		},
-	}
-}
-
-func newSGDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete SERVERGROUP",
-		Aliases:           []string{"rm"},
-		Short:             "Delete a server group that no listener uses",
-		Example:           "  albctl servergroup delete grpc-backends",
-		Args:              needArgs("SERVERGROUP"),
-		ValidArgsFunction: argCompletion(a.refCompletion(sgRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var deleted *state.ServerGroup
-			_, err := a.store().Update(cmd.Context(), func(s *state.State) (err error) {
-				deleted, err = s.DeleteServerGroup(args[0])
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return a.printSG(*deleted)
 		},
 	}
 }
