@@ -32,8 +32,11 @@ A domain starts unverified: prove you own it with the TXT record 'dns domain add
   albctl dns resolve grpc.example.test
   albctl dns serve --listen 127.0.0.1:5353`,
 	}
-	cmd.AddCommand(newDomainCmd(a), newRecordAddCmd(a), newRecordListCmd(a), newRecordGetCmd(a),
-		newRecordUpdateCmd(a), newRecordDeleteCmd(a), newResolveCmd(a), newDNSServeCmd(a))
+	cmd.AddCommand(newDomainCmd(a), newRecordAddCmd(a), newRecordListCmd(a), newRecordUpdateCmd(a), newResolveCmd(a), newDNSServeCmd(a),
+		newGetCmd(a, "ID", "Show a DNS record", "  albctl dns get rr-0123456789abcdef -o json",
+			recordRefs, (*state.State).Record, a.printRecord),
+		newDeleteCmd(a, "ID", "Delete a DNS record", "  albctl dns delete rr-0123456789abcdef",
+			recordRefs, (*state.State).DeleteRecord, a.printRecord))
 	return cmd
 }
 
@@ -305,27 +308,6 @@ func newRecordListCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-func newRecordGetCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "get ID",
-		Short:             "Show a DNS record",
-		Example:           "  albctl dns get rr-0123456789abcdef -o json",
-		Args:              needArgs("ID"),
-		ValidArgsFunction: argCompletion(a.refCompletion(recordRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store().Load(cmd.Context())
-			if err != nil {
-				return err
-			}
-			r, err := s.Record(args[0])
-			if err != nil {
-				return err
-			}
-			return a.printRecord(*r)
-		},
-	}
-}
-
 func newRecordUpdateCmd(a *app) *cobra.Command {
 	var f recordFlags
 	cmd := &cobra.Command{
@@ -362,31 +344,6 @@ func newRecordUpdateCmd(a *app) *cobra.Command {
 	}
 	f.register(cmd)
 	return cmd
-}
-
-func newRecordDeleteCmd(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "delete ID",
-		Aliases:           []string{"rm"},
-		Short:             "Delete a DNS record",
-		Example:           "  albctl dns delete rr-0123456789abcdef",
-		Args:              needArgs("ID"),
-		ValidArgsFunction: argCompletion(a.refCompletion(recordRefs)),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var deleted state.Record
-			_, err := a.store().Update(cmd.Context(), func(s *state.State) error {
-				r, err := s.DeleteRecord(args[0])
-				if err == nil {
-					deleted = *r
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			return a.printRecord(deleted)
-		},
-	}
 }
 
 func (a *app) printRecord(r state.Record) error {
