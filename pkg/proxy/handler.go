@@ -24,6 +24,44 @@ var copyBuffers = sync.Pool{New: func() any {
 
 var xForwardedProto = []string{"https"}
 
+// headerFlushDelay is how long response headers may wait for the first
+// message before they are sent on their own.
+const headerFlushDelay = time.Millisecond
+
+// headerFlush sends response headers from a timer unless the handler's
+// first read returns first. The mutex orders the timer's Flush before the
+// handler's next use of the ResponseWriter.
+type headerFlush struct {
+	mu      sync.Mutex
+	flusher http.Flusher
+	timer   *time.Timer
+	stopped bool
+}
+
+func flushHeadersAfter(f http.Flusher, d time.Duration) *headerFlush {
+	hf := &headerFlush{flusher: f}
+	hf.mu.Lock()
+	hf.timer = time.AfterFunc(d, hf.fire)
+	hf.mu.Unlock()
+	return hf
+}
+
+func (hf *headerFlush) fire() {
+	hf.mu.Lock()
+	defer hf.mu.Unlock()
+	if !hf.stopped {
+		hf.flusher.Flush()
+	}
+}
+
+// stop returns once the timer can no longer touch the ResponseWriter.
+func (hf *headerFlush) stop() {
+	hf.mu.Lock()
+	hf.stopped = true
+	hf.timer.Stop()
+	hf.mu.Unlock()
+}
+
 // call is what one call records for the access log and the metrics.
 type call struct {
 	start    time.Time
@@ -99,9 +137,14 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 	defer cancel()
 
 	c.body = newReplayBody(r.Body)
-	out := r.Clone(ctx)
+	// A shallow copy: the outgoing request shares the client's header map,
+	// which the proxy edits in place instead of cloning every header per
+	// call. Nothing else reads r.Header once the call is forwarded.
+	out := r.WithContext(ctx)
+	target := *r.URL
+	target.Scheme = "http"
+	out.URL = &target
 	out.RequestURI = ""
-	out.URL.Scheme = "http"
 	out.GetBody = c.body.reader
 	h := out.Header
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
@@ -173,6 +216,12 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 	for k, vv := range res.Header {
 		hdr[k] = vv
 	}
+	if _, ok := hdr["Date"]; !ok {
+		// The HTTP/2 server would format a Date for every response; gRPC
+		// has no use for it. A present but empty key stops it and sends
+		// nothing.
+		hdr["Date"] = nil
+	}
 	if res.ContentLength == 0 {
 		// Trailers-only response (or a body-less error from a non-gRPC
 		// server): one HEADERS frame that ends the stream, as received.
@@ -184,17 +233,23 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 	}
 	w.WriteHeader(res.StatusCode)
 	flusher, _ := w.(http.Flusher)
-	// Send the headers now: a streaming client may wait for them before
-	// the first message.
-	if flusher != nil {
-		flusher.Flush()
-	}
 
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
+	// The headers leave with the first message, in the same write; a
+	// backend that sends headers and then waits (a stream that is quiet
+	// at first) gets them flushed alone after headerFlushDelay.
+	var early *headerFlush
+	if flusher != nil {
+		early = flushHeadersAfter(flusher, headerFlushDelay)
+	}
 	for {
 		n, rerr := res.Body.Read(buf)
+		if early != nil {
+			early.stop()
+			early = nil
+		}
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				c.code = codeCanceled // the client went away

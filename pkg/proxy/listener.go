@@ -197,7 +197,7 @@ func (l *listener) serveConn(c net.Conn) {
 	_ = c.SetDeadline(time.Time{})
 
 	st := l.state.Load()
-	st.h2.h2.ServeConn(tc, &http2.ServeConnOpts{
+	st.h2.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
 		Context:    context.Background(),
 		BaseConfig: st.h2.hs,
 		Handler:    l,

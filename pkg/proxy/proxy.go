@@ -300,6 +300,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+	if err == nil {
+		// The last calls' trailers are written after their handlers
+		// return, and connections write in the background: let each
+		// connection close itself (the HTTP/2 server does so shortly after
+		// its GOAWAY once no stream is left) so no answer is cut short.
+		grace := time.NewTimer(shutdownGrace)
+		defer grace.Stop()
+	wait:
+		for openConns(listeners) > 0 {
+			select {
+			case <-ctx.Done():
+				break wait
+			case <-grace.C:
+				break wait
+			case <-tick.C:
+			}
+		}
+	}
 	for _, l := range listeners {
 		l.closeConns()
 	}
@@ -314,6 +332,19 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		l.wg.Wait()
 	}
 	return err
+}
+
+// shutdownGrace bounds how long Shutdown waits, once calls are done, for
+// client connections to finish writing and close; the HTTP/2 server closes
+// a connection one second after its GOAWAY when no stream is left.
+const shutdownGrace = 1500 * time.Millisecond
+
+func openConns(listeners []*listener) int {
+	n := 0
+	for _, l := range listeners {
+		n += l.connCount()
+	}
+	return n
 }
 
 // BackendRef names a backend for a health checker.

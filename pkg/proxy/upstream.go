@@ -145,7 +145,7 @@ func (u *upstream) dial(ctx context.Context, network, addr string, _ *tls.Config
 		c.Close()
 		return nil, &connectError{addr: u.addr, err: errUpstreamClosed}
 	}
-	tc := &trackedConn{Conn: c, u: u}
+	tc := &trackedConn{Conn: newBatchConn(c), u: u}
 	u.conns[tc] = struct{}{}
 	return tc, nil
 }
