@@ -61,7 +61,7 @@ func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
 	fs.BoolVar(&lf.http2, "http2", true, "HTTP/2 to clients (HTTPS only; needed for gRPC)")
 	lf.idleTimeout, lf.requestTimeout = state.Duration(state.DefaultIdleTimeout), state.Duration(state.DefaultRequestTimeout)
 	fs.Var(durationValue{&lf.idleTimeout}, "idle-timeout", "close client connections idle this long, 1-60s")
-	fs.Var(durationValue{&lf.requestTimeout}, "request-timeout", "fail a call that takes longer (DEADLINE_EXCEEDED), 1-600s")
+	fs.Var(durationValue{&lf.requestTimeout}, "request-timeout", "fail a call whose server has not begun to answer within this time (DEADLINE_EXCEEDED), 1-600s; streams that have begun are not cut")
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixedCompletion(state.ProtocolHTTPS, state.ProtocolHTTP))
 	_ = cmd.RegisterFlagCompletionFunc("cert", a.refCompletion(certRefs))
 	_ = cmd.RegisterFlagCompletionFunc("server-group", a.refCompletion(sgRefs))

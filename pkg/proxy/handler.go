@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -114,17 +115,14 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 		return
 	}
 
-	// The call's deadline: the client's grpc-timeout or the listener's
-	// request timeout, whichever ends first.
+	// The client's grpc-timeout bounds the whole call and is forwarded, less
+	// the time spent. The listener's request timeout bounds only the wait for
+	// the server's response, as the cloud's does: a stream that has started
+	// may run as long as its client wants.
 	var deadline time.Time
 	if v := r.Header.Get("Grpc-Timeout"); v != "" {
 		if d, ok := parseTimeout(v); ok {
 			deadline = c.start.Add(d)
-		}
-	}
-	if rt := st.cfg.RequestTimeout; rt > 0 {
-		if d := c.start.Add(rt); deadline.IsZero() || d.Before(deadline) {
-			deadline = d
 		}
 	}
 	var ctx context.Context
@@ -135,6 +133,15 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 		ctx, cancel = context.WithDeadline(r.Context(), deadline)
 	}
 	defer cancel()
+	var waitTimer *time.Timer
+	var waitExpired atomic.Bool
+	if rt := st.cfg.RequestTimeout; rt > 0 && (deadline.IsZero() || c.start.Add(rt).Before(deadline)) {
+		waitTimer = time.AfterFunc(rt-time.Since(c.start), func() {
+			waitExpired.Store(true)
+			cancel()
+		})
+		defer waitTimer.Stop()
+	}
 
 	c.body = newReplayBody(r.Body)
 	// A shallow copy: the outgoing request shares the client's header map,
@@ -199,6 +206,17 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 			break
 		}
 		pick = next
+	}
+	// A response that raced the request timeout and lost is dropped: the
+	// call has been cancelled at the server.
+	if waitTimer != nil && !waitTimer.Stop() && err == nil {
+		res.Body.Close()
+		err = context.DeadlineExceeded
+	}
+	if err != nil && waitExpired.Load() {
+		c.code = codeDeadlineExceeded
+		writeGRPCError(w, false, codeDeadlineExceeded, fmt.Sprintf("request timeout of %v expired waiting for server %s", st.cfg.RequestTimeout, u.addr))
+		return
 	}
 	if err != nil {
 		c.code = roundTripFailure(w, r, ctx, u, err, deadline)

@@ -45,9 +45,10 @@ type ListenerConfig struct {
 	// IdleTimeout closes client connections without calls for this long;
 	// 0 means 15 s.
 	IdleTimeout time.Duration
-	// RequestTimeout bounds each call, like a grpc-timeout the client did
-	// not send (the shorter of the two applies). 0 means no limit, which
-	// long-lived streams need.
+	// RequestTimeout bounds the wait for the server's response to a call
+	// (DEADLINE_EXCEEDED when it expires); once the response has started,
+	// only the client's own deadline applies, so long streams live on.
+	// 0 means no limit.
 	RequestTimeout time.Duration
 }
 
