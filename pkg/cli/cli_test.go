@@ -214,7 +214,7 @@ func TestBadInputIsRefusedAndStateUnchanged(t *testing.T) {
 		{[]string{"lb", "get"}, 2, "Error: albctl lb get needs LB\nRun 'albctl lb get --help' for usage.\n"},
 		{[]string{"lb", "list", "-o", "xml"}, 2, `Error: invalid value "xml" for --output: must be table, json or yaml` + "\nRun 'albctl lb list --help' for usage.\n"},
 		{[]string{"servergroup", "delete", "grpc-backends"}, 1, "Error: server group grpc-backends is used by listeners lsn-ID (port 8443): delete them or point them elsewhere first\n"},
-		{[]string{"cert", "delete", "grpc-example"}, 1, "Error: certificate grpc-example is used by listeners lsn-ID (port 8443): delete them or give them another certificate first\n"},
+		{[]string{"cert", "delete", "grpc-example"}, 1, "Error: certificate grpc-example is used by listeners lsn-ID (port 8443): delete them, give them another certificate, or take it off with 'albctl listener remove-certs'\n"},
 		{[]string{"lb", "delete", "demo"}, 1, "Error: load balancer demo has listeners lsn-ID (port 8443): delete them first\n"},
 		{[]string{"nosuch"}, 2, "Error: unknown command \"nosuch\" for \"albctl\"\nRun 'albctl --help' for usage.\n"},
 	}
@@ -392,8 +392,53 @@ func TestListenerSNICertificates(t *testing.T) {
 	if _, ok := l["additionalCertificateIds"]; ok {
 		t.Fatalf("remove-certs left %v", l["additionalCertificateIds"])
 	}
-	if r := run(t, path, "listener", "remove-certs", lsn, "--cert", "api-example"); r.code != 1 || !strings.Contains(r.err, "not found") {
+	if r := run(t, path, "listener", "remove-certs", lsn, "--cert", "api-example"); r.code != 1 || r.err != "Error: certificate "+api["id"].(string)+" is not in the SNI certificates of listener "+lsn+"\n" {
 		t.Fatalf("removing a certificate the listener does not have: %+v", r)
 	}
 	mustRun(t, path, "cert", "delete", "api-example")
+}
+
+func TestHealthCheckProtocolSwitch(t *testing.T) {
+	path := walkthrough(t)
+	mustRun(t, path, "servergroup", "update", "grpc-backends", "--health-check-protocol", "grpc-health", "--health-check-service", "albctl.echo.v1.Echo")
+	// Back to the cloud's check: the service name, which only grpc-health uses, goes with it.
+	sg := decode[struct {
+		HealthCheck map[string]any `json:"healthCheck"`
+	}](t, mustRun(t, path, "servergroup", "update", "grpc-backends", "--health-check-protocol", "gRPC", "--health-check-codes", "0", "-o", "json"))
+	if sg.HealthCheck["service"] != nil || sg.HealthCheck["codes"] != "0" || sg.HealthCheck["path"] != "/albctl.healthcheck.v1.Unimplemented/Check" {
+		t.Fatalf("health check after switching back: %v", sg.HealthCheck)
+	}
+	r := run(t, path, "listener", "create", "--lb", "demo", "--port", "9443", "--cert", "grpc-example", "--server-group", "grpc-backends", "--http2=false")
+	if r.code != 2 || !strings.HasPrefix(r.err, `Error: invalid value "false" for --http2: server group grpc-backends is gRPC, which needs HTTP/2`) {
+		t.Fatalf("gRPC listener without HTTP/2: %+v", r)
+	}
+}
+
+func TestUnknownSubcommand(t *testing.T) {
+	r := run(t, newState(t), "lb", "lsit")
+	if r.code != 2 || !strings.Contains(r.err, `unknown command "lsit" for "albctl lb"`) || !strings.Contains(r.err, "Did you mean this?\n\tlist") {
+		t.Fatalf("albctl lb lsit: %+v", r)
+	}
+	if r := run(t, newState(t), "lb"); r.code != 0 || !strings.Contains(r.out, "Available Commands:") {
+		t.Fatalf("albctl lb: %+v", r)
+	}
+}
+
+func TestConfigFileMistakes(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(config, []byte("outptu: json\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, newState(t), "--config", config, "lb", "list")
+	if r.code != 2 || !strings.Contains(r.err, `config file `+config+`: unknown key "outptu" (keys: state, output, admin)`) {
+		t.Fatalf("unknown config key: %+v", r)
+	}
+	if err := os.WriteFile(config, []byte("output: xml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, newState(t), "--config", config, "lb", "list")
+	if r.code != 2 || !strings.Contains(r.err, `invalid value "xml" for --output (from ALBCTL_OUTPUT or the config file)`) {
+		t.Fatalf("bad output from the config file: %+v", r)
+	}
 }

@@ -209,7 +209,7 @@ func TestDNSRefusedChangesLeaveStateUnchanged(t *testing.T) {
 		{add("--type", "A", "--host", "grpc", "--value", "127.0.0.1"), 1, `grpc.example.test already has record ` + grpc.ID + ` (CNAME ` + lbName + `): a CNAME cannot share its name with another record`},
 		{add("--type", "CNAME", "--host", "b", "--value", "a.example.test"), 2, `invalid value "a.example.test" for --value: makes a CNAME loop: b.example.test -> a.example.test -> b.example.test`},
 		{[]string{"dns", "add", "--domain", "other.test", "--type", "A", "--host", "x", "--value", "127.0.0.1"}, 1, "domain other.test is not verified"},
-		{[]string{"dns", "add", "--domain", "missing.test", "--type", "A", "--host", "x", "--value", "127.0.0.1"}, 2, `invalid value "missing.test" for --domain: no such domain`},
+		{[]string{"dns", "add", "--domain", "missing.test", "--type", "A", "--host", "x", "--value", "127.0.0.1"}, 1, `domain "missing.test" not found ('albctl dns domain list' shows them)`},
 		{[]string{"dns", "update", grpc.ID, "--value", "grpc.example.test"}, 2, "makes a CNAME loop: grpc.example.test -> grpc.example.test"},
 		{[]string{"dns", "update", grpc.ID}, 2, "say what to change"},
 		{[]string{"dns", "domain", "add", "bad_domain.test"}, 2, `invalid domain "bad_domain.test": must be a domain name`},

@@ -38,7 +38,7 @@ TLS to the listener and the listener speaks plaintext HTTP/2 (h2c) to the server
 						return nil
 					}
 				}
-				return &state.NotFoundError{Kind: "additional certificate", Ref: ref + " on listener " + l.ID}
+				return &state.NotFoundError{Kind: "certificate", Ref: ref, In: "the SNI certificates of listener " + l.ID}
 			}),
 	)
 	return cmd

@@ -136,7 +136,7 @@ var listCommands = map[string]string{
 // describe turns the model's errors into the terms of the command line.
 func describe(err error) string {
 	var notFound *state.NotFoundError
-	if errors.As(err, &notFound) {
+	if errors.As(err, &notFound) && notFound.In == "" {
 		if list, ok := listCommands[notFound.Kind]; ok {
 			return fmt.Sprintf("%v ('%s' shows them)", err, list)
 		}

@@ -71,6 +71,7 @@ then defaults.`,
 	markSetting(flags, "state", "output", "admin")
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
 
+	defer rejectUnknownSubcommands(root)
 	root.AddCommand(
 		newLBCmd(a),
 		newServerGroupCmd(a),
@@ -85,6 +86,29 @@ then defaults.`,
 		newVersionCmd(a),
 	)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command that only groups others treat an unknown word
+// as a usage error with suggestions; by default cobra would print the group's help and exit 0.
+func rejectUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		rejectUnknownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2 // cobra's own default, which SuggestionsFor does not apply
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if suggestions := cmd.SuggestionsFor(args[0]); len(suggestions) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(suggestions, "\n\t")
+		}
+		return usageErrorf("%s", msg)
+	}
 }
 
 // settingAnnotation marks the flags that ALBCTL_* variables and the config file may set. Only
@@ -120,12 +144,21 @@ func (a *app) applySettings(cmd *cobra.Command) error {
 		if err := v.ReadInConfig(); err != nil {
 			return fmt.Errorf("read config file %s: %w", configFile, err)
 		}
+		for _, key := range v.AllKeys() {
+			if f := cmd.Flags().Lookup(key); f == nil || f.Annotations[settingAnnotation] == nil {
+				if cmd.Root().PersistentFlags().Lookup(key) == nil || key == "config" {
+					return usageErrorf("config file %s: unknown key %q (keys: state, output, admin)", configFile, key)
+				}
+			}
+		}
 	}
+	fromSetting := map[string]bool{}
 	var errs []error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
 		if f.Changed || f.Annotations[settingAnnotation] == nil || !v.IsSet(f.Name) {
 			return
 		}
+		fromSetting[f.Name] = true
 		for _, value := range settingValues(v.Get(f.Name)) {
 			if err := f.Value.Set(value); err != nil {
 				errs = append(errs, usageErrorf("invalid value %q for --%s from ALBCTL_%s or the config file: %v",
@@ -139,7 +172,11 @@ func (a *app) applySettings(cmd *cobra.Command) error {
 	switch a.output {
 	case "table", "json", "yaml":
 	default:
-		return usageErrorf("invalid value %q for --output: must be table, json or yaml", a.output)
+		source := ""
+		if fromSetting["output"] {
+			source = " (from ALBCTL_OUTPUT or the config file)"
+		}
+		return usageErrorf("invalid value %q for --output%s: must be table, json or yaml", a.output, source)
 	}
 	if a.statePath == "" {
 		a.statePath = defaultStatePath()

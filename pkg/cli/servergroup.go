@@ -211,7 +211,7 @@ func newSGUpdateCmd(a *app) *cobra.Command {
 		Short: "Change a server group's settings",
 		Example: `  albctl servergroup update grpc-backends --health-check-codes 0,12 --health-check-interval 1
   albctl servergroup update grpc-backends --scheduler wlc
-  albctl servergroup update grpc-backends --health-check-protocol grpc-health --health-check-service echo`,
+  albctl servergroup update grpc-backends --health-check-protocol grpc-health --health-check-service albctl.echo.v1.Echo`,
 		Args:              needArgs("SERVERGROUP"),
 		ValidArgsFunction: argCompletion(a.refCompletion(sgRefs)),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -342,7 +342,7 @@ func (s *State) DeleteRecord(ref string) (*Record, error) {
 func (s *State) normalizeRecord(r *Record) error {
 	d, err := s.Domain(r.Domain)
 	if err != nil {
-		return invalid("records.domain", r.Domain, "no such domain: add it with 'albctl dns domain add %s'", r.Domain)
+		return &NotFoundError{Kind: "domain", Ref: r.Domain}
 	}
 	r.Domain = d.Name
 	t := strings.ToUpper(r.Type)

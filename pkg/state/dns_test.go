@@ -237,7 +237,7 @@ func TestRecordRules(t *testing.T) {
 		{"TTL too high", Record{Host: "t", Type: TypeA, Value: "127.0.0.1", TTL: 86401}, "must be 1-86400"},
 		{"line", Record{Host: "t", Type: TypeA, Value: "127.0.0.1", Line: "unicom"}, "must be default"},
 		{"type", Record{Host: "t", Type: "NS", Value: "ns.example.test"}, "must be A, AAAA, CNAME, TXT, MX, SRV, CAA"},
-		{"no domain", Record{Domain: "other.test", Host: "t", Type: TypeA, Value: "127.0.0.1"}, "no such domain"},
+		{"no domain", Record{Domain: "other.test", Host: "t", Type: TypeA, Value: "127.0.0.1"}, `domain "other.test" not found`},
 	}
 	for _, tt := range tests {
 		before := slices.Clone(s.Records)

@@ -21,13 +21,18 @@ func invalid(field string, value any, format string, args ...any) error {
 	return &InvalidError{Field: field, Value: fmt.Sprint(value), Rule: fmt.Sprintf(format, args...)}
 }
 
-// NotFoundError says that no resource of a kind has the ID or name given.
+// NotFoundError says that no resource of a kind has the ID or name given; In, if set, names
+// where it was looked for ("server group grpc-backends").
 type NotFoundError struct {
 	Kind string
 	Ref  string
+	In   string
 }
 
 func (e *NotFoundError) Error() string {
+	if e.In != "" {
+		return fmt.Sprintf("%s %s is not in %s", e.Kind, e.Ref, e.In)
+	}
 	return fmt.Sprintf("%s %q not found", e.Kind, e.Ref)
 }
 

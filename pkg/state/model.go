@@ -180,8 +180,10 @@ func DefaultHealthCheck(protocol string) HealthCheck {
 }
 
 // SetProtocolDefaults sets the method, path and codes that suit a health-check protocol
-// (a server group protocol maps to its natural check: gRPC → gRPC, HTTP/HTTPS → HTTP).
+// (a server group protocol maps to its natural check: gRPC → gRPC, HTTP/HTTPS → HTTP), and
+// clears the service name, which only grpc-health checks use.
 func (hc *HealthCheck) SetProtocolDefaults(protocol string) {
+	hc.Service = ""
 	switch protocol {
 	case ProtocolGRPC:
 		hc.Protocol, hc.Method, hc.Path, hc.Codes = ProtocolGRPC, "POST", DefaultGRPCHealthPath, "12"

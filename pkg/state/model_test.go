@@ -127,7 +127,7 @@ func TestValidationRules(t *testing.T) {
 		{"HTTPS listener without HTTP/2 for a gRPC group", func(s *State) error {
 			_, err := s.UpdateListener(s.Listeners[0].ID, func(l *Listener) error { l.HTTP2 = false; return nil })
 			return err
-		}, "protocol", "only an HTTPS listener with HTTP/2 on"},
+		}, "http2", "server group grpc-backends is gRPC, which needs HTTP/2"},
 		{"port used twice on one address", func(s *State) error {
 			_, err := s.CreateLoadBalancer(LoadBalancer{Name: "other", Address: "127.0.0.1"})
 			if err != nil {
@@ -190,7 +190,7 @@ func TestUpdateServersAndLookup(t *testing.T) {
 	if err != nil || sg.Servers[1].Weight != 0 || sg.Servers[0].Weight != 100 {
 		t.Fatalf("UpdateServers: %+v, %v", sg, err)
 	}
-	if _, err := s.RemoveServers(sg.ID, []Server{{Address: "127.0.0.1", Port: 9}}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:9 in server group grpc-backends") {
+	if _, err := s.RemoveServers(sg.ID, []Server{{Address: "127.0.0.1", Port: 9}}); err == nil || err.Error() != "server 127.0.0.1:9 is not in server group grpc-backends" {
 		t.Fatalf("removing an absent server: %v", err)
 	}
 	sg, err = s.RemoveServers(sg.ID, []Server{{Address: "127.0.0.1", Port: 50051}})

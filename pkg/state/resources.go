@@ -190,7 +190,7 @@ func (s *State) RemoveServers(ref string, servers []Server) (*ServerGroup, error
 		for _, srv := range servers {
 			i := sg.serverIndex(srv)
 			if i < 0 {
-				return &NotFoundError{Kind: "server", Ref: srv.HostPort() + " in server group " + sg.Name}
+				return &NotFoundError{Kind: "server", Ref: srv.HostPort(), In: "server group " + sg.Name}
 			}
 			sg.Servers = append(sg.Servers[:i], sg.Servers[i+1:]...)
 		}
@@ -204,7 +204,7 @@ func (s *State) UpdateServers(ref string, specs []ServerSpec) (*ServerGroup, err
 		for _, spec := range specs {
 			i := sg.serverIndex(spec.Server)
 			if i < 0 {
-				return &NotFoundError{Kind: "server", Ref: spec.HostPort() + " in server group " + sg.Name}
+				return &NotFoundError{Kind: "server", Ref: spec.HostPort(), In: "server group " + sg.Name}
 			}
 			if !spec.HasWeight && !spec.HasDescription {
 				return invalid("servers", spec.HostPort(), "say what to change: HOST:PORT,weight=N or HOST:PORT,description=TEXT")
@@ -281,7 +281,7 @@ func (s *State) DeleteCertificate(ref string) (*Certificate, error) {
 	if users := s.listenersWhere(func(l *Listener) bool {
 		return l.CertificateID == c.ID || slices.Contains(l.AdditionalCertificateIDs, c.ID)
 	}); users != "" {
-		return nil, conflict("certificate %s is used by listeners %s: delete them or give them another certificate first", c.Name, users)
+		return nil, conflict("certificate %s is used by listeners %s: delete them, give them another certificate, or take it off with 'albctl listener remove-certs'", c.Name, users)
 	}
 	deleted := *c
 	s.Certificates = remove(s.Certificates, c.ID, certIDName)

@@ -282,8 +282,11 @@ func (l *Listener) validate(s *State) error {
 	if err != nil {
 		return invalid("serverGroupId", l.ServerGroupID, "no such server group")
 	}
-	if sg.Protocol == ProtocolGRPC && (l.Protocol != ProtocolHTTPS || !l.HTTP2) {
-		return invalid("protocol", l.describeProtocol(), "server group %s is gRPC: only an HTTPS listener with HTTP/2 on can forward to it", sg.Name)
+	if sg.Protocol == ProtocolGRPC && l.Protocol != ProtocolHTTPS {
+		return invalid("protocol", l.Protocol, "server group %s is gRPC: only an HTTPS listener with HTTP/2 on can forward to it", sg.Name)
+	}
+	if sg.Protocol == ProtocolGRPC && !l.HTTP2 {
+		return invalid("http2", "false", "server group %s is gRPC, which needs HTTP/2", sg.Name)
 	}
 	if err := checkDuration("idleTimeout", l.IdleTimeout, time.Second, 60*time.Second); err != nil {
 		return err
@@ -300,13 +303,6 @@ func (l *Listener) validate(s *State) error {
 		}
 	}
 	return nil
-}
-
-func (l *Listener) describeProtocol() string {
-	if l.Protocol == ProtocolHTTPS && !l.HTTP2 {
-		return "HTTPS without HTTP/2"
-	}
-	return l.Protocol
 }
 
 func sameAddress(a, b string) bool {
