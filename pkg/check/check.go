@@ -92,6 +92,10 @@ func (w *walk) resolve(context.Context) (string, error) {
 	if errors.Is(err, albdns.ErrNotAuthoritative) {
 		return "", fmt.Errorf("%s is not in albctl's DNS zones: add the domain and a CNAME to the load balancer's name ('albctl dns domain add', 'albctl dns add')", w.in.Host)
 	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return "", fmt.Errorf("%s has no address in albctl's zones (NXDOMAIN or no A/AAAA record): 'albctl dns resolve %s' shows the chain", w.in.Host, w.in.Host)
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s does not resolve in albctl's zones: %v", w.in.Host, err)
 	}
@@ -257,7 +261,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 	took := time.Since(start).Round(100 * time.Microsecond)
 	if !want(err) {
 		st := status.Convert(err)
-		return "", fmt.Errorf("%s through %s: %s (%s), want %s", method, target, st.Code(), st.Message(), wantText)
+		return "", fmt.Errorf("%s through %s: grpc-status %s: %s, want %s", method, target, health.CodeText(int(st.Code())), st.Message(), wantText)
 	}
-	return fmt.Sprintf("%s → %s in %v", method, status.Code(err), took), nil
+	return fmt.Sprintf("%s → grpc-status %s in %v", method, health.CodeText(int(status.Code(err))), took), nil
 }

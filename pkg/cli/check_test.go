@@ -59,12 +59,12 @@ func TestCheck(t *testing.T) {
 			t.Fatalf("albctl %s: exit %d, %d steps passed\n%s%s\nserve:\n%s", strings.Join(args, " "), r.code, steps, r.out, r.err, stderr.String())
 		}
 	}
-	if !strings.Contains(run(t, path, "check", target).out, "PASS\tcall\t/albctl.healthcheck.v1.Unimplemented/Check → Unimplemented") {
+	if !strings.Contains(run(t, path, "check", target).out, "PASS\tcall\t/albctl.healthcheck.v1.Unimplemented/Check → grpc-status 12 (UNIMPLEMENTED)") {
 		t.Fatal("the default call does not use the health-check path")
 	}
 
 	r = run(t, path, "check", target, "albctl.echo.v1.Echo/Nope")
-	if r.code != 1 || !strings.Contains(r.out, "FAIL\tcall\t/albctl.echo.v1.Echo/Nope through 127.0.0.1:"+itoa(port)+": Unimplemented") {
+	if r.code != 1 || !strings.Contains(r.out, "FAIL\tcall\t/albctl.echo.v1.Echo/Nope through 127.0.0.1:"+itoa(port)+": grpc-status 12 (UNIMPLEMENTED)") {
 		t.Fatalf("check of an unknown method: %+v", r)
 	}
 	r = run(t, path, "check", "grpc.example.test:1")

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/albctl/albctl/pkg/health"
@@ -39,6 +40,9 @@ unhealthy the group fails open, routing by its scheduler anyway, and says so.`,
 			}
 			var gs health.GroupStatus
 			if err := serve.Get(addr, "/health/"+sg.ID, &gs); err != nil {
+				if strings.Contains(err.Error(), "404 Not Found") {
+					return fmt.Errorf("the running serve does not serve server group %s: no HTTPS listener with HTTP/2 forwards to it", sg.Name)
+				}
 				return fmt.Errorf("server group %s: %w", sg.Name, err)
 			}
 			return a.print(gs, func() view {
@@ -51,7 +55,7 @@ unhealthy the group fails open, routing by its scheduler anyway, and says so.`,
 					last, latency := "-", "-"
 					if !srv.LastCheck.IsZero() {
 						last = a.now().Sub(srv.LastCheck).Round(100*time.Millisecond).String() + " ago"
-						latency = srv.Latency.Round(10 * time.Microsecond).String()
+						latency = srv.Latency.D().Round(10 * time.Microsecond).String()
 					}
 					t.rows = append(t.rows, []string{srv.Addr, strconv.Itoa(srv.Weight), srv.State, srv.Reason, last, latency,
 						strconv.Itoa(srv.ConsecutiveSuccesses), strconv.Itoa(srv.ConsecutiveFailures)})

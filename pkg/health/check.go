@@ -177,9 +177,9 @@ func (p *probe) checkGRPC(ctx context.Context, addr string) result {
 		return result{reason: fmt.Sprintf("invalid grpc-status %q", text)}
 	}
 	if !p.grpcCodes.Contains(code) {
-		return result{reason: fmt.Sprintf("grpc-status %s not in %s", codeText(code), p.grpcCodes)}
+		return result{reason: fmt.Sprintf("grpc-status %s not in %s", CodeText(code), p.grpcCodes)}
 	}
-	return result{ok: true, reason: "grpc-status " + codeText(code)}
+	return result{ok: true, reason: "grpc-status " + CodeText(code)}
 }
 
 // checkHTTP sends the method to the path on a fresh HTTP/1.1 connection and
@@ -264,7 +264,7 @@ func (p *probe) checkGRPCHealth(ctx context.Context, addr string) result {
 			return result{reason: describe(dialErr)}
 		}
 		st := status.Convert(err)
-		reason := "grpc-status " + codeText(int(st.Code()))
+		reason := "grpc-status " + CodeText(int(st.Code()))
 		if st.Message() != "" {
 			reason += ": " + st.Message()
 		}
@@ -299,7 +299,7 @@ func describe(err error) string {
 		return "host unreachable"
 	case errors.Is(err, syscall.ENETUNREACH):
 		return "network unreachable"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.EPIPE):
 		return "connection closed by the server"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return "timeout"
@@ -328,8 +328,8 @@ var codeNames = map[codes.Code]string{
 	codes.Unauthenticated:    "UNAUTHENTICATED",
 }
 
-// codeText writes a status code with its name when it has one: "14 (UNAVAILABLE)".
-func codeText(code int) string {
+// CodeText writes a gRPC status code with its name when it has one: "14 (UNAVAILABLE)".
+func CodeText(code int) string {
 	if name, ok := codeNames[codes.Code(code)]; ok && code <= int(codes.Unauthenticated) {
 		return fmt.Sprintf("%d (%s)", code, name)
 	}

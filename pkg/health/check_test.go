@@ -337,8 +337,8 @@ func TestNewProbeRejects(t *testing.T) {
 func TestCodeText(t *testing.T) {
 	t.Parallel()
 	for code, want := range map[int]string{0: "0 (OK)", 1: "1 (CANCELLED)", 14: "14 (UNAVAILABLE)", 16: "16 (UNAUTHENTICATED)", 17: "17", 99: "99"} {
-		if got := codeText(code); got != want {
-			t.Errorf("codeText(%d) = %q, want %q", code, got, want)
+		if got := CodeText(code); got != want {
+			t.Errorf("CodeText(%d) = %q, want %q", code, got, want)
 		}
 	}
 }

@@ -470,11 +470,11 @@ type ServerStatus struct {
 	// Reason is the last result in words, or why the server is unchecked.
 	Reason    string    `json:"reason,omitempty"`
 	LastCheck time.Time `json:"lastCheck,omitzero"`
-	// Latency is the last check's duration, in nanoseconds in JSON.
-	Latency              time.Duration `json:"latency"`
-	ConsecutiveSuccesses int           `json:"consecutiveSuccesses"`
-	ConsecutiveFailures  int           `json:"consecutiveFailures"`
-	Checked              bool          `json:"checked"`
+	// Latency is the last check's duration.
+	Latency              state.Duration `json:"latency"`
+	ConsecutiveSuccesses int            `json:"consecutiveSuccesses"`
+	ConsecutiveFailures  int            `json:"consecutiveFailures"`
+	Checked              bool           `json:"checked"`
 }
 
 // Status returns what the checker knows of a group, its servers in the order
@@ -525,7 +525,7 @@ func (g *group) status() GroupStatus {
 			State:                s.health.String(),
 			Reason:               s.reason,
 			LastCheck:            s.lastCheck,
-			Latency:              s.latency,
+			Latency:              state.Duration(s.latency),
 			ConsecutiveSuccesses: s.successes,
 			ConsecutiveFailures:  s.failures,
 			Checked:              s.stop != nil,
