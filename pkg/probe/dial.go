@@ -205,6 +205,8 @@ func checkH2C(ctx context.Context, conn net.Conn, target, addr string) error {
 	case n >= 2 && (got[0] == 0x15 || got[0] == 0x16) && got[1] == 0x03:
 		// 0x16 is a TLS handshake record, 0x15 an alert, both version 3.x.
 		return fail(FailTLSServer, "server at %s answered with TLS, not plaintext HTTP/2", addr)
+	case strings.HasPrefix(string(got), "HTTP/") && answersHTTPS(conn):
+		return fail(FailTLSServer, "server at %s says it is an HTTPS port: it expects TLS, not plaintext", addr)
 	case strings.HasPrefix(string(got), "HTTP/"):
 		return fail(FailNoH2, "server at %s answered with HTTP/1.x, not plaintext HTTP/2 (h2c)", addr)
 	case n == 0 && err != nil && isClosed(err):
@@ -257,4 +259,12 @@ func (r *runner) resolve(ctx context.Context, host string) ([]string, error) {
 		r.verbosef("*   %s\n", line)
 	}
 	return addrs, nil
+}
+
+// answersHTTPS reads a little more of an HTTP/1.x answer and reports whether it is the refusal
+// of a TLS port: albctl's listeners say "expects TLS", Go's HTTPS servers "an HTTPS server".
+func answersHTTPS(conn net.Conn) bool {
+	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	rest, _ := io.ReadAll(io.LimitReader(conn, 512))
+	return strings.Contains(string(rest), "expects TLS") || strings.Contains(string(rest), "an HTTPS server")
 }

@@ -181,6 +181,8 @@ func TestFailures(t *testing.T) {
 	http11Addr := startTLSOnly(t, pki.valid, []string{"http/1.1"})
 	noALPNAddr := startTLSOnly(t, pki.valid, nil)
 	http1Addr := startRaw(t, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+	// albctl's listeners answer plaintext with a 400 that names the problem.
+	httpsAddr := startRaw(t, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\nThis port expects TLS with HTTP/2 (gRPC); the client sent plaintext.\n")
 	refusedAddr := closedPort(t)
 	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
 	unknownName := func(context.Context, string) ([]string, []string, error) {
@@ -216,6 +218,8 @@ func TestFailures(t *testing.T) {
 			FailNotTLS, "server at " + plainAddr + " answered in plaintext, not TLS (it looks like an HTTP/2 SETTINGS frame)"},
 		{"TLS server, plaintext dial", Env{}, []string{"-plaintext", tlsAddr, "list"},
 			FailTLSServer, "server at " + tlsAddr + " closed the connection instead of answering the HTTP/2 preface"},
+		{"HTTPS server, plaintext dial", Env{}, []string{"-plaintext", httpsAddr, "list"},
+			FailTLSServer, "server at " + httpsAddr + " says it is an HTTPS port: it expects TLS, not plaintext"},
 		{"HTTP/1 server, plaintext dial", Env{}, []string{"-plaintext", http1Addr, "list"},
 			FailNoH2, "server at " + http1Addr + " answered with HTTP/1.x"},
 		{"no reflection, list", Env{}, []string{"-plaintext", noReflectionAddr, "list"},
