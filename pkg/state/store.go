@@ -197,6 +197,11 @@ func (f *FileStore) Watch(ctx context.Context, seen os.FileInfo, interval time.D
 			continue
 		}
 		seen = info
+		if info == nil {
+			// A missing file would load as an empty document and stop everything.
+			report(fmt.Errorf("state file %s is gone", f.path))
+			continue
+		}
 		s, err := f.Load(ctx)
 		if err != nil {
 			report(err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newStore(t *testing.T) *FileStore {
@@ -169,4 +170,61 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decoded an invalid document: %v", err)
 		}
 	})
+}
+
+func TestWatchReportsBadAndMissingFiles(t *testing.T) {
+	store := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	create := func(name string) {
+		t.Helper()
+		if _, err := store.Update(ctx, func(s *State) error {
+			_, err := s.CreateLoadBalancer(LoadBalancer{Name: name, Address: "127.0.0.1"})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("first")
+	applied, reported := make(chan *State, 10), make(chan error, 10)
+	go store.Watch(ctx, store.Stat(), 10*time.Millisecond, func(s *State) { applied <- s }, func(err error) { reported <- err })
+	expect := func(what string) any {
+		t.Helper()
+		select {
+		case s := <-applied:
+			if what != "apply" {
+				t.Fatalf("applied %d load balancers, want %s", len(s.LoadBalancers), what)
+			}
+			return s
+		case err := <-reported:
+			if what != "report" {
+				t.Fatalf("reported %v, want %s", err, what)
+			}
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatalf("nothing happened, want %s", what)
+			return nil
+		}
+	}
+
+	create("second")
+	if s := expect("apply").(*State); len(s.LoadBalancers) != 2 {
+		t.Fatalf("applied %d load balancers, want 2", len(s.LoadBalancers))
+	}
+	if err := os.WriteFile(store.Location(), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := expect("report").(error); !strings.Contains(err.Error(), "cannot be used") {
+		t.Fatalf("corrupt file reported as %v", err)
+	}
+	if err := os.Remove(store.Location()); err != nil {
+		t.Fatal(err)
+	}
+	if err := expect("report").(error); !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("missing file reported as %v", err)
+	}
+	create("third") // a new file after the loss is applied again
+	if s := expect("apply").(*State); len(s.LoadBalancers) != 1 {
+		t.Fatalf("applied %d load balancers, want 1", len(s.LoadBalancers))
+	}
 }
