@@ -84,21 +84,27 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Proxy) finish(st *listenerState, r *http.Request, c *call) {
-	p.metrics.active.Add(-1)
-	d := time.Since(c.start)
 	var in int64
 	if c.body != nil {
 		in = c.body.bytesRead()
 	}
-	server := c.server
-	if server == "" {
-		server = "-"
+	p.record(st.cfg.ID, r.RemoteAddr, r.URL.Path, c.server, c.code, c.start, in, c.bytesOut)
+}
+
+// record ends a call's accounting: the active gauge, the metrics and the
+// access log. Both engines report through it.
+func (p *Proxy) record(listenerID, client, method, server string, code int, start time.Time, in, out int64) {
+	p.metrics.active.Add(-1)
+	d := time.Since(start)
+	label := server
+	if label == "" {
+		label = "-"
 	}
-	p.metrics.record(st.cfg.ID, r.URL.Path, server, c.code, d, in, c.bytesOut)
+	p.metrics.record(listenerID, method, label, code, d, in, out)
 	if p.accessLog != nil {
 		p.accessLog.write(&AccessRecord{
-			Time: c.start, Client: r.RemoteAddr, Listener: st.cfg.ID, Method: r.URL.Path,
-			Server: c.server, GRPCStatus: c.code, Duration: d, BytesIn: in, BytesOut: c.bytesOut,
+			Time: start, Client: client, Listener: listenerID, Method: method,
+			Server: server, GRPCStatus: code, Duration: d, BytesIn: in, BytesOut: out,
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,9 +252,12 @@ func testConfig(t testing.TB, group GroupConfig) Config {
 
 // startProxy applies cfg to a new proxy and returns it with the address of
 // listener "lsn-test".
+//
+// ALBCTL_PROXY_ENGINE, if set, picks the engine for every test that does not
+// choose one itself, so the whole suite runs against either engine.
 func startProxy(t testing.TB, opts Options, cfg Config) (*Proxy, string) {
 	t.Helper()
-	p := New(opts)
+	p := New(withTestEngine(opts))
 	if err := p.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -263,6 +267,14 @@ func startProxy(t testing.TB, opts Options, cfg Config) (*Proxy, string) {
 		p.Shutdown(ctx)
 	})
 	return p, p.ListenerAddr("lsn-test")
+}
+
+// withTestEngine sets opts.Engine from ALBCTL_PROXY_ENGINE unless set.
+func withTestEngine(opts Options) Options {
+	if opts.Engine == "" {
+		opts.Engine = os.Getenv("ALBCTL_PROXY_ENGINE")
+	}
+	return opts
 }
 
 // dial opens one real gRPC client connection through the proxy's TLS port.

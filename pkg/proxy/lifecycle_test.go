@@ -340,7 +340,7 @@ func TestBackendGracefulStop(t *testing.T) {
 
 func TestShutdownDrains(t *testing.T) {
 	b := startBackend(t, "b1")
-	p := New(Options{})
+	p := New(withTestEngine(Options{}))
 	if err := p.Apply(testConfig(t, GroupConfig{Servers: servers(100, b)})); err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("Apply after Shutdown: %v", err)
 	}
 	// Shutdown with a call that outlives its context.
-	p2 := New(Options{})
+	p2 := New(withTestEngine(Options{}))
 	if err := p2.Apply(testConfig(t, GroupConfig{Servers: servers(100, b)})); err != nil {
 		t.Fatal(err)
 	}

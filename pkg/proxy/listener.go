@@ -37,6 +37,7 @@ type listener struct {
 	mu      sync.Mutex
 	servers []*h2Server // every server generation, for GOAWAY at close
 	conns   map[net.Conn]struct{}
+	fconns  map[*frontConn]struct{} // the frames engine's connections
 	closing bool
 	wg      sync.WaitGroup
 }
@@ -63,7 +64,7 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, id: lc.ID, addr: lc.Addr, ln: ln, conns: map[net.Conn]struct{}{}}
+	l := &listener{p: p, id: lc.ID, addr: lc.Addr, ln: ln, conns: map[net.Conn]struct{}{}, fconns: map[*frontConn]struct{}{}}
 	l.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// Only h2: a client that cannot speak HTTP/2 cannot make gRPC calls.
@@ -197,6 +198,10 @@ func (l *listener) serveConn(c net.Conn) {
 	_ = c.SetDeadline(time.Time{})
 
 	st := l.state.Load()
+	if l.p.opts.Engine == EngineFrames {
+		l.serveFrames(tc, st)
+		return
+	}
 	st.h2.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
 		Context:    context.Background(),
 		BaseConfig: st.h2.hs,
@@ -216,8 +221,15 @@ func (l *listener) close() {
 	l.mu.Lock()
 	l.closing = true
 	servers := l.servers
+	fconns := make([]*frontConn, 0, len(l.fconns))
+	for fc := range l.fconns {
+		fconns = append(fconns, fc)
+	}
 	l.mu.Unlock()
 	l.ln.Close()
+	for _, fc := range fconns {
+		fc.goAway()
+	}
 	for _, s := range servers {
 		// With no connections of its own, hs.Shutdown only runs the GOAWAY
 		// hook and returns.

@@ -85,6 +85,10 @@ type upstream struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+
+	// The frames engine's connections and their reader goroutines.
+	pool    backPool
+	readers sync.WaitGroup
 }
 
 func (p *Proxy) newUpstream(groupID, addr string, weight int) *upstream {
@@ -135,6 +139,13 @@ func (e *connectError) Unwrap() error { return e.err }
 var errUpstreamClosed = errors.New("server removed from its group")
 
 func (u *upstream) dial(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+	return u.dialTracked(ctx, network, addr, true)
+}
+
+// dialTracked connects to the server and registers the connection, so that
+// it is counted and closed with the upstream. batch wraps it in a batchConn
+// (the x/net engine's writes need one; the frames engine batches itself).
+func (u *upstream) dialTracked(ctx context.Context, network, addr string, batch bool) (net.Conn, error) {
 	c, err := u.dialer.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &connectError{addr: u.addr, err: err}
@@ -145,7 +156,10 @@ func (u *upstream) dial(ctx context.Context, network, addr string, _ *tls.Config
 		c.Close()
 		return nil, &connectError{addr: u.addr, err: errUpstreamClosed}
 	}
-	tc := &trackedConn{Conn: newBatchConn(c), u: u}
+	if batch {
+		c = newBatchConn(c)
+	}
+	tc := &trackedConn{Conn: c, u: u}
 	u.conns[tc] = struct{}{}
 	return tc, nil
 }
@@ -169,6 +183,7 @@ func (u *upstream) close() {
 		c.Close()
 	}
 	u.transport.CloseIdleConnections()
+	u.readers.Wait()
 }
 
 type trackedConn struct {

@@ -39,6 +39,9 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ReloadInterval is how often the state file is checked for changes; 0 means 250 ms.
 	ReloadInterval time.Duration
+	// Engine picks the proxy's forwarding core (proxy.EngineFrames, the default, or
+	// proxy.EngineXNet), for comparing them.
+	Engine string
 	// Ready, if set, is called once everything listens, with the admin API's address.
 	Ready func(adminAddr string)
 }
@@ -82,6 +85,7 @@ func Run(ctx context.Context, opts Options) error {
 		AccessLogFormat: opts.AccessLogFormat,
 		// A call that could not connect counts as a failed health check.
 		OnConnectFailure: srv.health.ReportFailure,
+		Engine:           opts.Engine,
 	})
 
 	seen := opts.Store.Stat()

@@ -1,0 +1,377 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// backConn is an h2c connection to a backend in the frames engine. Its
+// reader goroutine forwards the backend's frames to the calls' clients.
+type backConn struct {
+	h2conn
+	u *upstream
+
+	// nextID is the next stream ID; under wmu, so IDs reach the wire in
+	// order.
+	nextID uint32
+
+	mu    sync.Mutex
+	calls map[uint32]*fcall
+
+	// Under u.pool.mu.
+	active     int    // calls holding a stream slot
+	maxStreams uint32 // the backend's MAX_CONCURRENT_STREAMS, capped
+	opened     uint32 // streams ever opened, to retire the connection before IDs run out
+	goaway     bool   // no new streams
+	closed     bool
+
+	idleSince time.Time   // under u.pool.mu: when active last fell to 0
+	idleTimer *time.Timer // closes the connection after backendIdleTimeout unused
+
+	ready      chan struct{} // closed at the backend's first SETTINGS
+	readerDone chan struct{}
+}
+
+// backendIdleTimeout closes a backend connection that carried no call for
+// this long, as the x/net engine's transport does.
+const backendIdleTimeout = 5 * time.Minute
+
+// backPool is an upstream's set of backend connections.
+type backPool struct {
+	mu      sync.Mutex
+	conns   []*backConn
+	dialing *dialCall
+}
+
+// dialCall is a dial in progress that other calls wait for.
+type dialCall struct {
+	done chan struct{}
+	err  error
+}
+
+// tryAcquire takes a stream slot on a ready connection, or returns nil if
+// that needs a new connection.
+func (u *upstream) tryAcquire() *backConn {
+	u.pool.mu.Lock()
+	defer u.pool.mu.Unlock()
+	return u.pool.takeSlot()
+}
+
+func (bp *backPool) takeSlot() *backConn {
+	for _, bc := range bp.conns {
+		if !bc.goaway && !bc.closed && bc.active < int(bc.maxStreams) && bc.opened < 1<<29 {
+			bc.active++
+			bc.opened++
+			return bc
+		}
+	}
+	return nil
+}
+
+// acquire takes a stream slot, dialing a new connection when every one is
+// full. Calls that arrive while a dial runs wait for it and share its
+// result.
+func (u *upstream) acquire(p *Proxy) (*backConn, error) {
+	for {
+		u.pool.mu.Lock()
+		if bc := u.pool.takeSlot(); bc != nil {
+			u.pool.mu.Unlock()
+			return bc, nil
+		}
+		if dc := u.pool.dialing; dc != nil {
+			u.pool.mu.Unlock()
+			<-dc.done
+			if dc.err != nil {
+				return nil, dc.err
+			}
+			continue
+		}
+		dc := &dialCall{done: make(chan struct{})}
+		u.pool.dialing = dc
+		u.pool.mu.Unlock()
+
+		bc, err := p.dialBackend(u)
+		u.pool.mu.Lock()
+		u.pool.dialing = nil
+		dc.err = err
+		var got *backConn
+		if err == nil {
+			u.pool.conns = append(u.pool.conns, bc)
+			got = u.pool.takeSlot()
+		}
+		u.pool.mu.Unlock()
+		close(dc.done)
+		if err != nil {
+			return nil, err
+		}
+		if got != nil {
+			return got, nil
+		}
+	}
+}
+
+// release returns a call's stream slot. A connection that the backend is
+// retiring closes once its last call is done.
+func (bc *backConn) release() {
+	bp := &bc.u.pool
+	bp.mu.Lock()
+	bc.active--
+	if bc.active == 0 {
+		bc.idleSince = time.Now()
+	}
+	closeNow := bc.goaway && bc.active == 0 && !bc.closed
+	bp.mu.Unlock()
+	if closeNow {
+		bc.nc.Close()
+	}
+}
+
+// dialBackend connects to u and waits for its SETTINGS, so the first calls
+// already respect its MAX_CONCURRENT_STREAMS.
+func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.DialTimeout)
+	defer cancel()
+	nc, err := u.dialTracked(ctx, "tcp", u.addr, false)
+	if err != nil {
+		return nil, err
+	}
+	bc := &backConn{
+		u:          u,
+		nextID:     1,
+		calls:      map[uint32]*fcall{},
+		maxStreams: 100, // until the backend's SETTINGS say otherwise
+		ready:      make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	br := bufio.NewReaderSize(nc, 32<<10)
+	bc.init(nc, br, newHeaderReader(1<<20, responsePseudo))
+	bc.wmu.Lock()
+	bc.out = append(bc.out, http2.ClientPreface...)
+	_ = bc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+	)
+	_ = bc.fr.WriteWindowUpdate(0, connWindow-65535)
+	bc.unlock(nil)
+
+	u.mu.Lock()
+	if u.closed {
+		u.mu.Unlock()
+		nc.Close()
+		return nil, &connectError{addr: u.addr, err: errUpstreamClosed}
+	}
+	u.readers.Add(1)
+	u.mu.Unlock()
+	bc.idleSince = time.Now()
+	bc.idleTimer = time.AfterFunc(backendIdleTimeout, bc.checkIdle)
+	go bc.readLoop(br)
+
+	select {
+	case <-bc.ready:
+		return bc, nil
+	case <-bc.readerDone:
+		return nil, &connectError{addr: u.addr, err: errors.New("connection closed before HTTP/2 settings")}
+	case <-ctx.Done():
+		nc.Close()
+		return nil, &connectError{addr: u.addr, err: ctx.Err()}
+	}
+}
+
+func (bc *backConn) call(id uint32) *fcall {
+	bc.mu.Lock()
+	s := bc.calls[id]
+	bc.mu.Unlock()
+	return s
+}
+
+func (bc *backConn) removeCall(id uint32) {
+	bc.mu.Lock()
+	delete(bc.calls, id)
+	bc.mu.Unlock()
+}
+
+func (bc *backConn) readLoop(br *bufio.Reader) {
+	u := bc.u
+	defer u.readers.Done()
+	defer close(bc.readerDone)
+	first := true
+	var err error
+	fl := &flushList{}
+	defer fl.flush()
+read:
+	for {
+		if fl.big || !frameBuffered(br) {
+			fl.flush()
+		}
+		var f http2.Frame
+		f, err = bc.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				if s := bc.call(se.StreamID); s != nil {
+					s.onBackendReset(fl, http2.ErrCodeInternal)
+				}
+				bc.rst(fl, se.StreamID, se.Code)
+				continue
+			}
+			break read
+		}
+		switch f := f.(type) {
+		case *http2.HeadersFrame, *http2.ContinuationFrame:
+			var hb *headerBlock
+			if hf, ok := f.(*http2.HeadersFrame); ok {
+				hb, err = bc.hr.start(hf)
+			} else {
+				cf := f.(*http2.ContinuationFrame)
+				hb, err = bc.hr.add(cf.HeaderBlockFragment(), cf.HeadersEnded())
+			}
+			if err != nil {
+				bc.wmu.Lock()
+				_ = bc.fr.WriteGoAway(0, http2.ErrCodeCompression, nil)
+				bc.unlock(fl)
+				break read
+			}
+			if hb == nil {
+				continue
+			}
+			s := bc.call(hb.streamID)
+			if s == nil {
+				continue
+			}
+			if hb.invalid || hb.truncated {
+				bc.rst(fl, hb.streamID, http2.ErrCodeProtocol)
+				s.onBackendReset(fl, http2.ErrCodeProtocol)
+				continue
+			}
+			s.onResponseHeaders(fl, hb)
+		case *http2.DataFrame:
+			bc.consumed(fl, f.Length)
+			if s := bc.call(f.StreamID); s != nil {
+				data := f.Data()
+				s.onResponseData(fl, data, f.StreamEnded(), f.Length-uint32(len(data)))
+			}
+		case *http2.RSTStreamFrame:
+			if s := bc.call(f.StreamID); s != nil {
+				s.onBackendReset(fl, f.ErrCode)
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				for _, s := range bc.addSendWindow(f.Increment) {
+					s.resumeRequest(fl)
+				}
+			} else if s := bc.call(f.StreamID); s != nil {
+				s.addRequestWindow(fl, int32(f.Increment))
+			}
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			delta, maxStreams, hasMax := bc.applySettings(fl, f)
+			u.pool.mu.Lock()
+			if hasMax {
+				bc.maxStreams = min(maxStreams, backendMaxStreams)
+			} else if first {
+				bc.maxStreams = backendMaxStreams
+			}
+			u.pool.mu.Unlock()
+			if delta != 0 {
+				for _, s := range bc.allCalls() {
+					s.addRequestWindow(fl, delta)
+				}
+			}
+			if first {
+				first = false
+				close(bc.ready)
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				bc.pingAck(fl, f)
+			}
+		case *http2.GoAwayFrame:
+			bc.onGoAway(fl, f.LastStreamID)
+		case *http2.PushPromiseFrame:
+			// Push is disabled in our SETTINGS; its header block would also
+			// go undecoded and break the HPACK state.
+			err = http2.ConnectionError(http2.ErrCodeProtocol)
+			break read
+		}
+	}
+
+	// The connection is gone: calls still on it fail.
+	bc.idleTimer.Stop()
+	bc.nc.Close()
+	u.pool.mu.Lock()
+	bc.closed = true
+	for i, c := range u.pool.conns {
+		if c == bc {
+			u.pool.conns = append(u.pool.conns[:i], u.pool.conns[i+1:]...)
+			break
+		}
+	}
+	u.pool.mu.Unlock()
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, errConnClosed) {
+		err = io.EOF
+	}
+	for _, s := range bc.allCalls() {
+		s.onBackendLost(fl, bc, err)
+	}
+}
+
+func (bc *backConn) allCalls() []*fcall {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	out := make([]*fcall, 0, len(bc.calls))
+	for _, s := range bc.calls {
+		out = append(out, s)
+	}
+	return out
+}
+
+// onGoAway retires the connection: no new streams, and the streams the
+// backend says it did not process go elsewhere.
+func (bc *backConn) onGoAway(fl *flushList, lastID uint32) {
+	bp := &bc.u.pool
+	bp.mu.Lock()
+	bc.goaway = true
+	closeNow := bc.active == 0 && !bc.closed
+	bp.mu.Unlock()
+	for _, s := range bc.allCalls() {
+		if s.backendID(bc) > lastID {
+			s.onRefused(fl, bc)
+		}
+	}
+	if closeNow {
+		bc.nc.Close()
+	}
+}
+
+// checkIdle retires the connection if it has been unused for
+// backendIdleTimeout, and otherwise looks again when it could be.
+func (bc *backConn) checkIdle() {
+	bp := &bc.u.pool
+	bp.mu.Lock()
+	if bc.closed {
+		bp.mu.Unlock()
+		return
+	}
+	idleFor := time.Since(bc.idleSince)
+	if bc.active == 0 && idleFor >= backendIdleTimeout {
+		bc.goaway = true // no new calls; the reader removes it from the pool
+		bp.mu.Unlock()
+		bc.nc.Close()
+		return
+	}
+	wait := backendIdleTimeout
+	if bc.active == 0 {
+		wait -= idleFor
+	}
+	bc.idleTimer.Reset(wait)
+	bp.mu.Unlock()
+}

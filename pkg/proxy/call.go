@@ -1,0 +1,637 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/albctl/albctl/pkg/balancer"
+)
+
+// fcall is one call (one client stream and one backend stream at a time) in
+// the frames engine. The client's reader, the backend's reader, the client
+// connection's request-timeout timer and, while a backend connection is
+// being dialed, a connect goroutine all act on it under mu.
+type fcall struct {
+	p      *Proxy
+	fc     *frontConn
+	cid    uint32
+	st     *listenerState
+	start  time.Time
+	method string
+	source string
+
+	reqHeaders []hpack.HeaderField
+	timeout    int // index of grpc-timeout in reqHeaders, or -1
+	deadline   time.Time
+
+	// waiting is set while the listener's request timeout runs: until the
+	// response headers arrive. waitUntil is when it expires; both are for
+	// the connection's timeout queue, which does not take mu.
+	waiting   atomic.Bool
+	waitUntil time.Time
+
+	mu sync.Mutex
+	// fl is the flush list of the goroutine holding mu: frames the call
+	// writes leave when that goroutine flushes.
+	fl *flushList
+
+	gs        *groupState
+	u         *upstream
+	begun     bool // u.backend.Begin was called
+	connFails int
+	refusals  int
+	bc        *backConn
+	bid       uint32
+	done      bool
+	code      int
+
+	// Request: client to backend. reqBuf[:reqSent] went to the backend and
+	// is kept while the call may be replayed elsewhere; reqBuf[reqSent:]
+	// waits for the backend's window.
+	reqBuf      []byte
+	reqSent     int
+	reqEnd      bool // the client ended its stream
+	reqEndSent  bool
+	replay      bool
+	reqWindow   int32 // the backend's window for this stream
+	reqCredit   uint32
+	reqQueued   bool // in bc.blocked
+	backendDone bool // the backend stream is closed (reset or both ends ended)
+	bytesIn     int64
+
+	// Response: backend to client.
+	respStarted  bool // headers came from the backend (and went to the client)
+	respBuf      []byte
+	respEnd      bool // the backend ended its stream
+	respTrailers []hpack.HeaderField
+	respWindow   int32 // the client's window for this stream
+	respCredit   uint32
+	respQueued   bool // in fc.blocked
+	bytesOut     int64
+}
+
+// lock takes the call's lock for a goroutine that flushes with fl.
+func (s *fcall) lock(fl *flushList) {
+	s.mu.Lock()
+	s.fl = fl
+}
+
+func (s *fcall) unlock() {
+	s.fl = nil
+	s.mu.Unlock()
+}
+
+// begin picks a backend and opens the call's stream, on a connection at
+// hand or, if one has to be dialed, from a connect goroutine.
+func (s *fcall) begin(fl *flushList) {
+	g := s.st.group
+	s.gs = g.state.Load()
+	pick, err := s.gs.picker.Pick(s.source, nil)
+	s.lock(fl)
+	defer s.unlock()
+	if err != nil {
+		s.failLocked(codeUnavailable, "no healthy servers in group "+g.id)
+		return
+	}
+	s.usePickLocked(pick)
+	if rt := s.st.cfg.RequestTimeout; rt > 0 && (s.deadline.IsZero() || s.start.Add(rt).Before(s.deadline)) {
+		s.waiting.Store(true)
+		s.fc.awaitResponse(s, s.start.Add(rt))
+	}
+	if bc := s.u.tryAcquire(); bc != nil {
+		s.openLocked(bc)
+		return
+	}
+	go s.connect()
+}
+
+func (s *fcall) usePickLocked(pick balancer.Result) {
+	s.u = s.gs.upstreams[pick.Index]
+	if pick.FailOpen {
+		s.p.metrics.failOpen.Add(1)
+	}
+	s.u.backend.Begin()
+	s.begun = true
+}
+
+// connect gets a stream slot, dialing if needed, and opens the call's
+// stream. A server that cannot be reached is reported and the call tries
+// once more on another server.
+func (s *fcall) connect() {
+	var fl flushList
+	defer fl.flush()
+	for {
+		s.lock(&fl)
+		u := s.u
+		s.unlock()
+		bc, err := u.acquire(s.p)
+		s.lock(&fl)
+		if s.done {
+			s.unlock()
+			if bc != nil {
+				bc.release()
+			}
+			return
+		}
+		if err == nil {
+			s.openLocked(bc)
+			s.unlock()
+			return
+		}
+		var ce *connectError
+		if !errors.As(err, &ce) {
+			s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", u.addr, err))
+			s.unlock()
+			return
+		}
+		u.backend.RecordConnectFailure()
+		s.p.metrics.connFails.Add(1)
+		if s.p.opts.OnConnectFailure != nil {
+			s.p.opts.OnConnectFailure(s.st.group.id, u.addr, err)
+		}
+		s.connFails++
+		var next balancer.Result
+		var perr error
+		if s.connFails == 1 {
+			next, perr = s.gs.picker.Pick(s.source, u.backend)
+		}
+		if s.connFails > 1 || perr != nil {
+			s.failLocked(codeUnavailable, ce.Error())
+			s.unlock()
+			return
+		}
+		u.backend.End()
+		s.begun = false
+		s.usePickLocked(next)
+		s.unlock()
+	}
+}
+
+// openLocked opens the backend stream on bc, whose slot the call holds,
+// and sends what the client has sent so far.
+func (s *fcall) openLocked(bc *backConn) {
+	if s.done {
+		bc.release()
+		return
+	}
+	s.bc = bc
+	s.reqSent = 0
+	s.reqEndSent = false
+	s.backendDone = false
+	s.reqQueued = false
+	if s.timeout >= 0 {
+		// Forward the time left, not the time the client asked for.
+		s.reqHeaders[s.timeout].Value = encodeTimeout(time.Until(s.deadline))
+	}
+	endNow := s.reqEnd && len(s.reqBuf) == 0
+	bc.wmu.Lock()
+	s.bid = bc.nextID
+	bc.nextID += 2
+	bc.mu.Lock()
+	bc.calls[s.bid] = s
+	bc.mu.Unlock()
+	s.reqWindow = bc.peerInitialWindow
+	bc.writeHeaders(s.bid, s.reqHeaders, endNow)
+	bc.unlock(s.fl)
+	if endNow {
+		s.reqEndSent = true
+	} else {
+		s.sendRequestLocked()
+	}
+}
+
+// backendID returns the call's stream ID on bc, or 0.
+func (s *fcall) backendID(bc *backConn) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bc != bc {
+		return 0
+	}
+	return s.bid
+}
+
+// sendRequestLocked sends waiting request bytes as the backend's windows
+// allow and returns the forwarded amount to the client's window.
+func (s *fcall) sendRequestLocked() {
+	bc := s.bc
+	if bc == nil || s.done || s.reqEndSent || s.backendDone {
+		return
+	}
+	n, ended := bc.writeData(s.fl, s, s.bid, &s.reqWindow, s.reqBuf[s.reqSent:], s.reqEnd, &s.reqQueued)
+	s.reqSent += n
+	if ended {
+		s.reqEndSent = true
+	}
+	s.reqCredit += uint32(n)
+	if s.reqCredit >= streamCreditThreshold && !s.reqEnd {
+		s.fc.windowUpdate(s.fl, s.cid, s.reqCredit)
+		s.reqCredit = 0
+	}
+	if s.replay && s.reqSent > maxReplay {
+		s.replay = false
+	}
+	if !s.replay && s.reqSent > 0 {
+		n := copy(s.reqBuf, s.reqBuf[s.reqSent:])
+		s.reqBuf = s.reqBuf[:n]
+		s.reqSent = 0
+	}
+}
+
+// onRequestData takes a DATA frame (or the end of the stream) from the
+// client. pad is flow-controlled padding, returned at once.
+func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done || s.reqEnd {
+		return
+	}
+	if len(s.reqBuf)-s.reqSent+len(data) > streamWindow {
+		// More than the window we granted: the client broke flow control.
+		s.code = codeCanceled
+		s.fc.rst(s.fl, s.cid, http2.ErrCodeFlowControl)
+		s.abortLocked()
+		return
+	}
+	s.bytesIn += int64(len(data))
+	if len(data) > 0 {
+		if s.reqBuf == nil {
+			s.reqBuf = getBuf()
+		}
+		s.reqBuf = append(s.reqBuf, data...)
+	}
+	s.reqCredit += pad
+	s.reqEnd = end
+	s.sendRequestLocked()
+}
+
+func (s *fcall) addRequestWindow(fl *flushList, n int32) {
+	s.lock(fl)
+	s.reqWindow += n
+	s.sendRequestLocked()
+	s.unlock()
+}
+
+func (s *fcall) resumeRequest(fl *flushList) {
+	s.lock(fl)
+	s.reqQueued = false
+	s.sendRequestLocked()
+	s.unlock()
+}
+
+// responseFields re-encodes a backend's header block for the client:
+// :status and the regular fields, without hop-by-hop ones.
+func responseFields(hb *headerBlock, out []hpack.HeaderField) []hpack.HeaderField {
+	if st := hb.pseudo(":status"); st != "" {
+		out = append(out, hpack.HeaderField{Name: ":status", Value: st})
+	}
+	for _, hf := range hb.regular() {
+		if !hopByHop(hf.Name) {
+			out = append(out, hf)
+		}
+	}
+	return out
+}
+
+func grpcStatusOf(fields []hpack.HeaderField) int {
+	for _, hf := range fields {
+		if hf.Name == "grpc-status" {
+			return parseStatus(hf.Value)
+		}
+	}
+	return codeUnknown
+}
+
+// onResponseHeaders forwards the backend's response headers or trailers.
+func (s *fcall) onResponseHeaders(fl *flushList, hb *headerBlock) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done || s.respEnd {
+		return
+	}
+	var buf [16]hpack.HeaderField
+	fields := responseFields(hb, buf[:0])
+	if !s.respStarted {
+		s.respStarted = true
+		s.waiting.Store(false)
+		s.replay = false
+		if s.reqSent > 0 {
+			n := copy(s.reqBuf, s.reqBuf[s.reqSent:])
+			s.reqBuf = s.reqBuf[:n]
+			s.reqSent = 0
+		}
+		if hb.endStream {
+			// Trailers-only: one HEADERS frame that ends the stream.
+			s.code = grpcStatusOf(fields)
+			s.respEnd = true
+			s.noteBackendEndLocked()
+			s.fc.headers(s.fl, s.cid, fields, true)
+			s.completeLocked()
+			return
+		}
+		s.code = grpcStatusOf(fields)
+		s.fc.headers(s.fl, s.cid, fields, false)
+		return
+	}
+	if !hb.endStream {
+		return // a second header block that does not end the stream: not HTTP/2
+	}
+	s.code = grpcStatusOf(fields)
+	s.respEnd = true
+	s.noteBackendEndLocked()
+	if len(s.respBuf) == 0 {
+		s.fc.headers(s.fl, s.cid, fields, true)
+		s.completeLocked()
+		return
+	}
+	s.respTrailers = append([]hpack.HeaderField(nil), fields...)
+}
+
+// onResponseData forwards the backend's DATA, straight from the frame when
+// nothing is waiting before it.
+func (s *fcall) onResponseData(fl *flushList, data []byte, end bool, pad uint32) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done || s.respEnd {
+		return
+	}
+	if len(s.respBuf)+len(data) > streamWindow {
+		s.code = codeInternal
+		s.fc.rst(s.fl, s.cid, http2.ErrCodeInternal)
+		s.abortLocked()
+		return
+	}
+	s.respCredit += pad
+	if end {
+		s.respEnd = true
+		s.noteBackendEndLocked()
+	}
+	if len(s.respBuf) == 0 {
+		n, ended := s.fc.writeData(s.fl, s, s.cid, &s.respWindow, data, end, &s.respQueued)
+		s.bytesOut += int64(n)
+		s.respCredit += uint32(n)
+		if ended {
+			s.completeLocked()
+			return
+		}
+		data = data[n:]
+	}
+	if len(data) > 0 {
+		if s.respBuf == nil {
+			s.respBuf = getBuf()
+		}
+		s.respBuf = append(s.respBuf, data...)
+	}
+	s.sendResponseLocked()
+}
+
+// sendResponseLocked sends waiting response bytes, then any trailers, as
+// the client's windows allow, and returns the forwarded amount to the
+// backend's window.
+func (s *fcall) sendResponseLocked() {
+	if s.done {
+		return
+	}
+	if len(s.respBuf) > 0 {
+		endWithData := s.respEnd && s.respTrailers == nil
+		n, ended := s.fc.writeData(s.fl, s, s.cid, &s.respWindow, s.respBuf, endWithData, &s.respQueued)
+		s.bytesOut += int64(n)
+		s.respCredit += uint32(n)
+		rest := copy(s.respBuf, s.respBuf[n:])
+		s.respBuf = s.respBuf[:rest]
+		if ended {
+			s.completeLocked()
+			return
+		}
+	}
+	if len(s.respBuf) == 0 && s.respTrailers != nil {
+		s.fc.headers(s.fl, s.cid, s.respTrailers, true)
+		s.completeLocked()
+		return
+	}
+	if s.respCredit >= streamCreditThreshold && !s.respEnd && s.bc != nil && !s.backendDone {
+		s.bc.windowUpdate(s.fl, s.bid, s.respCredit)
+		s.respCredit = 0
+	}
+}
+
+func (s *fcall) addResponseWindow(fl *flushList, n int32) {
+	s.lock(fl)
+	s.respWindow += n
+	s.sendResponseLocked()
+	s.unlock()
+}
+
+func (s *fcall) resumeResponse(fl *flushList) {
+	s.lock(fl)
+	s.respQueued = false
+	s.sendResponseLocked()
+	s.unlock()
+}
+
+// noteBackendEndLocked marks the backend stream closed if both of its ends
+// are done.
+func (s *fcall) noteBackendEndLocked() {
+	if s.respEnd && s.reqEndSent {
+		s.backendDone = true
+	}
+}
+
+// onBackendReset handles RST_STREAM from the backend.
+func (s *fcall) onBackendReset(fl *flushList, code http2.ErrCode) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done {
+		return
+	}
+	s.backendDone = true
+	if !s.respStarted && code == http2.ErrCodeRefusedStream {
+		s.retryLocked()
+		return
+	}
+	if code == http2.ErrCodeCancel && !s.deadline.IsZero() && time.Until(s.deadline) < 100*time.Millisecond {
+		// The backend's timer for the grpc-timeout we forwarded fired
+		// just before ours would.
+		if s.respStarted {
+			s.failLocked(codeDeadlineExceeded, "deadline exceeded")
+		} else {
+			s.failLocked(codeDeadlineExceeded, "deadline exceeded waiting for server "+s.u.addr)
+		}
+		return
+	}
+	if !s.respStarted && s.reqEnd && code == http2.ErrCodeNo {
+		// Closed without an answer.
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: stream closed without a response", s.u.addr))
+		return
+	}
+	// The server reset the stream: reset the client's stream too.
+	s.code = codeInternal
+	s.fc.rst(s.fl, s.cid, http2.ErrCodeInternal)
+	s.abortLocked()
+}
+
+// onRefused sends the call again (on this or another connection of the
+// same server) after the backend said it did not process it.
+func (s *fcall) onRefused(fl *flushList, bc *backConn) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done || s.bc != bc {
+		return
+	}
+	s.backendDone = true
+	s.retryLocked()
+}
+
+func (s *fcall) retryLocked() {
+	s.detachLocked()
+	if !s.replay || s.refusals >= maxRefusals {
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s refused the call", s.u.addr))
+		return
+	}
+	s.refusals++
+	go s.connect()
+}
+
+// detachLocked leaves the backend stream, releasing its slot.
+func (s *fcall) detachLocked() {
+	bc := s.bc
+	if bc == nil {
+		return
+	}
+	if !s.backendDone {
+		bc.rst(s.fl, s.bid, http2.ErrCodeCancel)
+		s.backendDone = true
+	}
+	bc.wmu.Lock()
+	if s.reqQueued {
+		for i, q := range bc.blocked {
+			if q == s {
+				bc.blocked = append(bc.blocked[:i], bc.blocked[i+1:]...)
+				break
+			}
+		}
+		s.reqQueued = false
+	}
+	bc.wmu.Unlock()
+	bc.removeCall(s.bid)
+	bc.release()
+	s.bc = nil
+}
+
+// onBackendLost fails a call whose backend connection ended.
+func (s *fcall) onBackendLost(fl *flushList, bc *backConn, err error) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done || s.bc != bc {
+		return
+	}
+	s.backendDone = true
+	if s.respStarted {
+		s.failLocked(codeUnavailable, fmt.Sprintf("connection to server %s lost: %v", s.u.addr, err))
+	} else {
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", s.u.addr, err))
+	}
+}
+
+func (s *fcall) onRequestTimeout() {
+	var fl flushList
+	defer fl.flush()
+	s.lock(&fl)
+	defer s.unlock()
+	if s.done || s.respStarted {
+		return
+	}
+	s.failLocked(codeDeadlineExceeded, fmt.Sprintf("request timeout of %v expired waiting for server %s", s.st.cfg.RequestTimeout, s.u.addr))
+}
+
+// onClientReset handles RST_STREAM from the client (or a stream error).
+func (s *fcall) onClientReset(fl *flushList) {
+	s.lock(fl)
+	defer s.unlock()
+	if s.done {
+		return
+	}
+	s.code = codeCanceled
+	s.abortLocked()
+}
+
+func (s *fcall) onClientGone(fl *flushList) { s.onClientReset(fl) }
+
+var (
+	hfStatus200   = hpack.HeaderField{Name: ":status", Value: "200"}
+	hfContentType = hpack.HeaderField{Name: "content-type", Value: "application/grpc"}
+)
+
+// failLocked answers the call with a gRPC status the proxy makes:
+// trailers-only if no response headers were sent, trailers otherwise.
+func (s *fcall) failLocked(code int, msg string) {
+	if s.done {
+		return
+	}
+	s.code = code
+	s.respBuf = s.respBuf[:0]
+	s.respTrailers = nil
+	var fields []hpack.HeaderField
+	if !s.respStarted {
+		fields = append(fields, hfStatus200, hfContentType)
+	}
+	fields = append(fields,
+		hpack.HeaderField{Name: "grpc-status", Value: statusStrings[code][0]},
+		hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(msg)})
+	s.fc.headers(s.fl, s.cid, fields, true)
+	s.completeLocked()
+}
+
+// completeLocked ends a call whose response has fully gone to the client.
+func (s *fcall) completeLocked() {
+	if !s.reqEnd {
+		// The client is still sending; its stream is of no more use.
+		s.fc.rst(s.fl, s.cid, http2.ErrCodeNo)
+	}
+	s.abortLocked()
+}
+
+// abortLocked ends the call: the backend stream is reset if still open, the
+// call leaves both connections and is recorded.
+func (s *fcall) abortLocked() {
+	if s.done {
+		return
+	}
+	s.done = true
+	s.waiting.Store(false)
+	if s.bc != nil && !s.backendDone && !(s.respEnd && s.reqEndSent) {
+		s.bc.rst(s.fl, s.bid, http2.ErrCodeCancel)
+		s.backendDone = true
+	}
+	s.detachLocked()
+	fc := s.fc
+	if s.respQueued {
+		fc.wmu.Lock()
+		for i, q := range fc.blocked {
+			if q == s {
+				fc.blocked = append(fc.blocked[:i], fc.blocked[i+1:]...)
+				break
+			}
+		}
+		fc.wmu.Unlock()
+		s.respQueued = false
+	}
+	fc.removeCall(s.cid)
+	if s.begun {
+		s.u.backend.End()
+		s.begun = false
+	}
+	server := ""
+	if s.u != nil {
+		server = s.u.addr
+	}
+	s.p.record(s.st.cfg.ID, s.fc.remote, s.method, server, s.code, s.start, s.bytesIn, s.bytesOut)
+	putBuf(s.reqBuf)
+	putBuf(s.respBuf)
+	s.reqBuf, s.respBuf = nil, nil
+}

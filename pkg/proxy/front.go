@@ -1,0 +1,502 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// frontConn is a client's HTTP/2 connection in the frames engine. Its
+// reader goroutine (the listener's serveConn goroutine) starts calls and
+// forwards the client's frames; backend readers write responses into it.
+type frontConn struct {
+	h2conn
+	l          *listener
+	remote     string
+	maxStreams uint32
+	idle       time.Duration
+
+	mu        sync.Mutex
+	calls     map[uint32]*fcall
+	maxID     uint32 // highest stream ID the client opened
+	goingAway bool
+	closing   bool
+	idleTimer *time.Timer
+	idleSince time.Time
+
+	// Calls waiting for response headers under the listener's request
+	// timeout, oldest first: one timer per connection serves them all, set
+	// for the earliest expiry, instead of a timer per call.
+	waitQueue []*fcall
+	waitTimer *time.Timer
+	waitAt    time.Time // when waitTimer fires; zero if it is not set
+}
+
+// serveFrames runs the frames engine on an accepted TLS connection that
+// negotiated h2, until the connection ends.
+func (l *listener) serveFrames(tc *tls.Conn, st *listenerState) {
+	br := bufio.NewReaderSize(tc, 16<<10)
+	_ = tc.SetReadDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+		l.p.log.Debug("bad HTTP/2 preface", "listener", l.id, "client", tc.RemoteAddr().String())
+		return
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+
+	fc := &frontConn{
+		l:          l,
+		remote:     tc.RemoteAddr().String(),
+		maxStreams: l.p.opts.MaxConcurrentStreams,
+		idle:       st.h2.idleTimeout,
+		calls:      map[uint32]*fcall{},
+		idleSince:  time.Now(),
+	}
+	fc.init(tc, br, newHeaderReader(maxHeaderBytes, requestPseudo))
+	defer fc.close()
+	fc.wmu.Lock()
+	_ = fc.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: fc.maxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderBytes},
+	)
+	_ = fc.fr.WriteWindowUpdate(0, connWindow-65535)
+	fc.unlock(nil)
+
+	l.mu.Lock()
+	closing := l.closing
+	l.fconns[fc] = struct{}{}
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.fconns, fc)
+		l.mu.Unlock()
+	}()
+	if closing {
+		fc.goAway()
+	}
+	fc.mu.Lock()
+	fc.idleTimer = time.AfterFunc(fc.idle, fc.checkIdle)
+	fc.mu.Unlock()
+
+	fl := &flushList{}
+	err := fc.readLoop(br, fl)
+	fc.mu.Lock()
+	fc.closing = true
+	fc.idleTimer.Stop()
+	if fc.waitTimer != nil {
+		fc.waitTimer.Stop()
+	}
+	clear(fc.waitQueue)
+	calls := make([]*fcall, 0, len(fc.calls))
+	for _, s := range fc.calls {
+		calls = append(calls, s)
+	}
+	fc.mu.Unlock()
+	for _, s := range calls {
+		s.onClientGone(fl)
+	}
+	fl.flush()
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		l.p.log.Debug("client connection ended", "listener", l.id, "client", fc.remote, "err", err)
+	}
+}
+
+func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
+	for first := true; ; first = false {
+		if fl.big || !frameBuffered(br) {
+			fl.flush()
+		}
+		f, err := fc.fr.ReadFrame()
+		if first && err == nil {
+			// The client's preface ends with its SETTINGS; anything else is
+			// not an HTTP/2 client.
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				err = http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+		}
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				if s := fc.call(se.StreamID); s != nil {
+					s.onClientReset(fl)
+				}
+				fc.rst(fl, se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				fc.wmu.Lock()
+				_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCode(ce), nil)
+				fc.unlock(fl)
+			}
+			return err
+		}
+		switch f := f.(type) {
+		case *http2.HeadersFrame, *http2.ContinuationFrame:
+			var hb *headerBlock
+			if hf, ok := f.(*http2.HeadersFrame); ok {
+				hb, err = fc.hr.start(hf)
+			} else {
+				cf := f.(*http2.ContinuationFrame)
+				hb, err = fc.hr.add(cf.HeaderBlockFragment(), cf.HeadersEnded())
+			}
+			if err != nil {
+				fc.wmu.Lock()
+				_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeCompression, nil)
+				fc.unlock(fl)
+				return err
+			}
+			if hb != nil {
+				fc.onHeaders(fl, hb)
+			}
+		case *http2.DataFrame:
+			fc.consumed(fl, f.Length)
+			if s := fc.call(f.StreamID); s != nil {
+				data := f.Data()
+				s.onRequestData(fl, data, f.StreamEnded(), f.Length-uint32(len(data)))
+			}
+		case *http2.RSTStreamFrame:
+			if s := fc.call(f.StreamID); s != nil {
+				s.onClientReset(fl)
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				for _, s := range fc.addSendWindow(f.Increment) {
+					s.resumeResponse(fl)
+				}
+			} else if s := fc.call(f.StreamID); s != nil {
+				s.addResponseWindow(fl, int32(f.Increment))
+			}
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			if delta, _, _ := fc.applySettings(fl, f); delta != 0 {
+				for _, s := range fc.allCalls() {
+					s.addResponseWindow(fl, delta)
+				}
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				fc.pingAck(fl, f)
+			}
+		case *http2.GoAwayFrame:
+			// The client opens no more streams; its calls carry on.
+		case *http2.PushPromiseFrame:
+			// Only servers push.
+			fc.wmu.Lock()
+			_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeProtocol, nil)
+			fc.unlock(fl)
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+	}
+}
+
+func (fc *frontConn) call(id uint32) *fcall {
+	fc.mu.Lock()
+	s := fc.calls[id]
+	fc.mu.Unlock()
+	return s
+}
+
+func (fc *frontConn) allCalls() []*fcall {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	out := make([]*fcall, 0, len(fc.calls))
+	for _, s := range fc.calls {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (fc *frontConn) lastID() uint32 {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.maxID
+}
+
+var status431 = []hpack.HeaderField{{Name: ":status", Value: "431"}}
+
+// onHeaders starts a call, or ends a request that sent trailers.
+func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) {
+	id := hb.streamID
+	fc.mu.Lock()
+	if s := fc.calls[id]; s != nil {
+		fc.mu.Unlock()
+		// Request trailers: gRPC has none; the end of the stream counts.
+		if hb.endStream {
+			s.onRequestData(fl, nil, true, 0)
+		}
+		return
+	}
+	if id <= fc.maxID || id%2 == 0 {
+		fc.mu.Unlock()
+		return // a closed stream: its frames are dropped
+	}
+	fc.maxID = id
+	if fc.goingAway || uint32(len(fc.calls)) >= fc.maxStreams {
+		fc.mu.Unlock()
+		fc.rst(fl, id, http2.ErrCodeRefusedStream)
+		return
+	}
+	fc.mu.Unlock()
+
+	if hb.truncated {
+		// Request headers over 32 KiB, refused as the HTTP/2 server does.
+		fc.headers(fl, id, status431, true)
+		if !hb.endStream {
+			fc.rst(fl, id, http2.ErrCodeNo)
+		}
+		return
+	}
+	method, path, scheme := hb.pseudo(":method"), hb.pseudo(":path"), hb.pseudo(":scheme")
+	if hb.invalid || method == "" || path == "" || scheme == "" || method == "CONNECT" {
+		fc.rst(fl, id, http2.ErrCodeProtocol)
+		return
+	}
+	st := fc.l.state.Load()
+	s := &fcall{
+		p:       fc.l.p,
+		fc:      fc,
+		cid:     id,
+		st:      st,
+		start:   time.Now(),
+		code:    codeOK,
+		source:  hostOf(fc.remote),
+		reqEnd:  hb.endStream,
+		replay:  true,
+		timeout: -1,
+	}
+	s.method = path
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		s.method = path[:i]
+	}
+	s.buildRequestHeaders(hb, method, path)
+	fc.wmu.Lock()
+	s.respWindow = fc.peerInitialWindow
+	fc.wmu.Unlock()
+
+	fc.mu.Lock()
+	fc.calls[id] = s
+	fc.mu.Unlock()
+	s.p.metrics.active.Add(1)
+	s.begin(fl)
+}
+
+// buildRequestHeaders prepares the header list sent to backends: the
+// client's fields without hop-by-hop ones, scheme http, x-forwarded-* set,
+// and a slot for grpc-timeout that each attempt fills with the time left.
+func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
+	out := make([]hpack.HeaderField, 0, len(hb.fields)+4)
+	out = append(out, hpack.HeaderField{Name: ":method", Value: method},
+		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":path", Value: path})
+	if a := hb.pseudo(":authority"); a != "" {
+		out = append(out, hpack.HeaderField{Name: ":authority", Value: a})
+	}
+	var xff []string
+	for _, hf := range hb.regular() {
+		switch hf.Name {
+		case "x-forwarded-proto", "x-forwarded-port":
+			continue
+		case "te":
+			if hf.Value != "trailers" {
+				continue
+			}
+		case "x-forwarded-for":
+			xff = append(xff, hf.Value)
+			continue
+		case "grpc-timeout":
+			if d, ok := parseTimeout(hf.Value); ok {
+				s.deadline = s.start.Add(d)
+				s.timeout = len(out)
+			}
+		default:
+			if hopByHop(hf.Name) {
+				continue
+			}
+		}
+		out = append(out, hf)
+	}
+	if len(xff) > 0 {
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: strings.Join(xff, ", ") + ", " + s.source})
+	} else {
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: s.source})
+	}
+	out = append(out, hpack.HeaderField{Name: "x-forwarded-proto", Value: "https"})
+	if s.st.port != nil {
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-port", Value: s.st.port[0]})
+	}
+	s.reqHeaders = out
+}
+
+// removeCall forgets a finished call; a connection that is going away
+// closes once its last call is gone.
+func (fc *frontConn) removeCall(id uint32) {
+	fc.mu.Lock()
+	delete(fc.calls, id)
+	last := len(fc.calls) == 0
+	if last {
+		fc.idleSince = time.Now()
+	}
+	closeNow := last && fc.goingAway && !fc.closing
+	if closeNow {
+		fc.closing = true
+	}
+	fc.mu.Unlock()
+	if closeNow {
+		fc.closeAsync()
+	}
+}
+
+// closeAsync closes the connection without holding up the caller: Close
+// first sends what is pending (such as the last trailers), which may take a
+// while with a client that does not read.
+func (fc *frontConn) closeAsync() {
+	fc.l.wg.Add(1) // the connection's serveConn still holds the group
+	go func() {
+		defer fc.l.wg.Done()
+		fc.close()
+	}()
+}
+
+// goAway tells the client to open no more streams; the connection closes
+// when its calls are done.
+func (fc *frontConn) goAway() {
+	fc.mu.Lock()
+	if fc.goingAway || fc.closing {
+		fc.mu.Unlock()
+		return
+	}
+	fc.goingAway = true
+	last := fc.maxID
+	closeNow := len(fc.calls) == 0
+	if closeNow {
+		fc.closing = true
+	}
+	fc.l.wg.Add(1) // not closing: the connection's serveConn still holds the group
+	fc.mu.Unlock()
+	fc.wmu.Lock()
+	_ = fc.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
+	fc.wmu.Unlock()
+	// The caller (Apply, Shutdown, the idle timer) must not wait for a
+	// client that does not read, so the GOAWAY leaves from a goroutine.
+	go func() {
+		defer fc.l.wg.Done()
+		if closeNow {
+			fc.close()
+		} else {
+			fc.flush()
+		}
+	}()
+}
+
+// checkIdle closes the connection once it has had no calls for the idle
+// timeout; otherwise it checks again later.
+func (fc *frontConn) checkIdle() {
+	fc.mu.Lock()
+	if fc.closing {
+		fc.mu.Unlock()
+		return
+	}
+	wait := fc.idle
+	if len(fc.calls) == 0 {
+		if idleFor := time.Since(fc.idleSince); idleFor >= fc.idle {
+			fc.mu.Unlock()
+			fc.goAway()
+			return
+		} else {
+			wait = fc.idle - idleFor
+		}
+	}
+	fc.idleTimer.Reset(wait)
+	fc.mu.Unlock()
+}
+
+// awaitResponse queues s, which waits for response headers until at. Calls
+// mostly finish in the order they came, so finished calls are dropped from
+// the front as new ones arrive; the queue is compacted whenever finished
+// calls make up most of it.
+func (fc *frontConn) awaitResponse(s *fcall, at time.Time) {
+	s.waitUntil = at
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.closing {
+		return
+	}
+	q := fc.waitQueue
+	head := 0
+	for head < len(q) && !q[head].waiting.Load() {
+		head++
+	}
+	if head > 0 {
+		n := copy(q, q[head:])
+		clear(q[n:])
+		q = q[:n]
+	}
+	if len(q) > 2*len(fc.calls)+64 {
+		q = compactWaits(q, time.Time{}, nil)
+	}
+	fc.waitQueue = append(q, s)
+	if fc.waitAt.IsZero() || at.Before(fc.waitAt) {
+		fc.waitAt = at
+		d := time.Until(at)
+		if fc.waitTimer == nil {
+			fc.waitTimer = time.AfterFunc(d, fc.expireWaits)
+		} else {
+			fc.waitTimer.Reset(d)
+		}
+	}
+}
+
+// compactWaits keeps the calls still waiting; those whose wait ends by now
+// (if now is set) go to expired instead.
+func compactWaits(q []*fcall, now time.Time, expired *[]*fcall) []*fcall {
+	kept := q[:0]
+	for _, s := range q {
+		switch {
+		case !s.waiting.Load():
+		case !now.IsZero() && !s.waitUntil.After(now):
+			*expired = append(*expired, s)
+		default:
+			kept = append(kept, s)
+		}
+	}
+	clear(q[len(kept):])
+	return kept
+}
+
+// expireWaits answers the calls whose request timeout ran out and sets the
+// timer for the next expiry.
+func (fc *frontConn) expireWaits() {
+	var expired []*fcall
+	fc.mu.Lock()
+	if fc.closing {
+		fc.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	fc.waitQueue = compactWaits(fc.waitQueue, now, &expired)
+	fc.waitAt = time.Time{}
+	for _, s := range fc.waitQueue {
+		if fc.waitAt.IsZero() || s.waitUntil.Before(fc.waitAt) {
+			fc.waitAt = s.waitUntil
+		}
+	}
+	if !fc.waitAt.IsZero() {
+		fc.waitTimer.Reset(time.Until(fc.waitAt))
+	}
+	fc.mu.Unlock()
+	for _, s := range expired {
+		s.onRequestTimeout()
+	}
+}
