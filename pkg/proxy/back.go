@@ -150,8 +150,9 @@ func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
 		ready:      make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
-	br := bufio.NewReaderSize(nc, 32<<10)
-	bc.init(nc, br, newHeaderReader(1<<20, responsePseudo))
+	sc := newSpillConn(nc)
+	br := bufio.NewReaderSize(sc, 32<<10)
+	bc.init(sc, sc, br, newHeaderReader(1<<20, responsePseudo), (*fcall).resumeRequest)
 	bc.wmu.Lock()
 	bc.out = append(bc.out, http2.ClientPreface...)
 	_ = bc.fr.WriteSettings(

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -63,6 +62,12 @@ type h2conn struct {
 	nc net.Conn
 	fr *http2.Framer // ReadFrame: reader goroutine only; writes: under wmu
 
+	// sc is the socket below nc (and TLS, if any): it keeps writes from
+	// blocking on a peer that does not read. resume sends what a call
+	// had waiting once a congested connection took its queue.
+	sc     *spillConn
+	resume func(s *fcall, fl *flushList)
+
 	// recvCredit is connection-level window consumed and not yet returned;
 	// only the reader goroutine touches it, as it does hr.
 	recvCredit uint32
@@ -81,13 +86,17 @@ type h2conn struct {
 	sendWindow        int64 // connection-level window the peer granted
 	peerInitialWindow int32
 	peerMaxFrame      uint32
-	// blocked are calls with data waiting for connection-level window.
+	// blocked are calls with data waiting for connection-level window, or
+	// for a congested connection to drain.
 	blocked []*fcall
 }
 
-func (c *h2conn) init(nc net.Conn, r io.Reader, hr *headerReader) {
+func (c *h2conn) init(nc net.Conn, sc *spillConn, r io.Reader, hr *headerReader, resume func(*fcall, *flushList)) {
 	c.hr = hr
 	c.nc = nc
+	c.sc = sc
+	c.resume = resume
+	sc.onDrain = c.onDrain
 	fr := http2.NewFramer(c, r)
 	c.fr = fr
 	c.out = make([]byte, 0, 16<<10)
@@ -129,9 +138,10 @@ func (c *h2conn) unlock(fl *flushList) {
 	}
 }
 
-// flush writes what is buffered to the socket. A slow peer blocks the
-// flushing goroutine, which is the back-pressure: it reads no more until
-// the peer takes its data.
+// flush writes what is buffered to the socket. A peer that does not take
+// it at once holds up the flushing goroutine for spillAfter at most (see
+// spillConn); back-pressure comes from the DATA that congestedLocked holds
+// back, not from blocked readers.
 func (c *h2conn) flush() {
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
@@ -161,9 +171,29 @@ func (c *h2conn) flush() {
 
 // close flushes, for at most closeFlushTimeout, and closes the connection.
 func (c *h2conn) close() {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 	c.flush()
+	c.sc.drain(closeFlushTimeout)
 	c.nc.Close()
+}
+
+// congestedLocked reports whether the peer has so much waiting that no more
+// DATA should go to it. wmu must be held.
+func (c *h2conn) congestedLocked() bool {
+	return c.sc.spilling.Load() && len(c.out)+c.sc.queued() >= congestedBytes
+}
+
+// onDrain resumes the calls that waited for a congested connection; the
+// spillConn calls it from its own goroutine once its queue is written.
+func (c *h2conn) onDrain() {
+	c.wmu.Lock()
+	blocked := c.blocked
+	c.blocked = nil
+	c.wmu.Unlock()
+	var fl flushList
+	for _, s := range blocked {
+		c.resume(s, &fl)
+	}
+	fl.flush()
 }
 
 // flushList is what one goroutine wrote to and has to flush before it
@@ -278,6 +308,13 @@ func (c *h2conn) writeData(fl *flushList, s *fcall, id uint32, win *int32, p []b
 			if endStream {
 				_ = c.fr.WriteData(id, true, nil)
 				return sent, true
+			}
+			return sent, false
+		}
+		if c.congestedLocked() {
+			if !*queued {
+				*queued = true
+				c.blocked = append(c.blocked, s)
 			}
 			return sent, false
 		}

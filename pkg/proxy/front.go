@@ -42,7 +42,7 @@ type frontConn struct {
 
 // serveFrames runs the frames engine on an accepted TLS connection that
 // negotiated h2, until the connection ends.
-func (l *listener) serveFrames(tc *tls.Conn, st *listenerState) {
+func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 	br := bufio.NewReaderSize(tc, 16<<10)
 	_ = tc.SetReadDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
 	var preface [len(http2.ClientPreface)]byte
@@ -60,7 +60,7 @@ func (l *listener) serveFrames(tc *tls.Conn, st *listenerState) {
 		calls:      map[uint32]*fcall{},
 		idleSince:  time.Now(),
 	}
-	fc.init(tc, br, newHeaderReader(maxHeaderBytes, requestPseudo))
+	fc.init(tc, sc, br, newHeaderReader(maxHeaderBytes, requestPseudo), (*fcall).resumeResponse)
 	defer fc.close()
 	fc.wmu.Lock()
 	_ = fc.fr.WriteSettings(

@@ -170,7 +170,13 @@ func (l *listener) serveConn(c net.Conn) {
 	}()
 
 	_ = c.SetDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
-	tc := tls.Server(c, l.tlsConfig)
+	var sc *spillConn
+	var under net.Conn = c
+	if l.p.opts.Engine == EngineFrames {
+		sc = newSpillConn(c)
+		under = sc
+	}
+	tc := tls.Server(under, l.tlsConfig)
 	if err := tc.Handshake(); err != nil {
 		var rhe tls.RecordHeaderError
 		if errors.As(err, &rhe) && rhe.Conn != nil {
@@ -199,7 +205,7 @@ func (l *listener) serveConn(c net.Conn) {
 
 	st := l.state.Load()
 	if l.p.opts.Engine == EngineFrames {
-		l.serveFrames(tc, st)
+		l.serveFrames(tc, sc, st)
 		return
 	}
 	st.h2.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
