@@ -23,6 +23,7 @@ type frontConn struct {
 	remote     string
 	maxStreams uint32
 	idle       time.Duration
+	resets     resetLimiter // reader goroutine only
 
 	mu        sync.Mutex
 	calls     map[uint32]*fcall
@@ -105,7 +106,7 @@ func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 		s.onClientGone(fl)
 	}
 	fl.flush()
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && err != errTooManyResets {
 		l.p.log.Debug("client connection ended", "listener", l.id, "client", fc.remote, "err", err)
 	}
 }
@@ -167,6 +168,14 @@ func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 		case *http2.RSTStreamFrame:
 			if s := fc.call(f.StreamID); s != nil {
 				s.onClientReset(fl)
+				if !fc.resets.allow(time.Now()) {
+					fc.l.p.log.Warn("client reset too many calls: closing its connection",
+						"listener", fc.l.id, "client", fc.remote)
+					fc.wmu.Lock()
+					_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
+					fc.unlock(fl)
+					return errTooManyResets
+				}
 			}
 		case *http2.WindowUpdateFrame:
 			if f.StreamID == 0 {
@@ -222,6 +231,36 @@ func (fc *frontConn) lastID() uint32 {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	return fc.maxID
+}
+
+// A client that cancels calls faster than a backend could serve them (the
+// HTTP/2 "rapid reset" attack) makes the proxy start backend work for
+// nothing. resetLimiter is a leaky bucket of the calls a client reset
+// before they finished: it holds resetBurst and drains resetRate a second,
+// so a client may cancel 1,000 calls at once and 100 a second for ever,
+// far more than gRPC clients cancel, while an attacker gets at most that
+// many backend calls out of each TLS handshake.
+const (
+	resetBurst = 1000
+	resetRate  = 100 // per second
+)
+
+var errTooManyResets = errors.New("client reset too many calls")
+
+type resetLimiter struct {
+	level float64 // resets in the bucket
+	last  time.Time
+}
+
+// allow counts a reset at now and reports whether the bucket still holds
+// it.
+func (r *resetLimiter) allow(now time.Time) bool {
+	if !r.last.IsZero() {
+		r.level = max(0, r.level-now.Sub(r.last).Seconds()*resetRate)
+	}
+	r.last = now
+	r.level++
+	return r.level <= resetBurst
 }
 
 var status431 = []hpack.HeaderField{{Name: ":status", Value: "431"}}

@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +109,154 @@ func startStuckStream(t *testing.T, addr string) net.Conn {
 	copy(msg[5:], req)
 	must(fr.WriteData(1, true, msg))
 	return tc
+}
+
+// TestStuckBackendDoesNotStallOthers is TestStuckClientDoesNotStallOthers
+// the other way round: a backend takes a call with a large request stream
+// and stops reading its socket. The client connection that carries that
+// call must go on serving the client's other calls, which the group then
+// sends to a normal backend.
+func TestStuckBackendDoesNotStallOthers(t *testing.T) {
+	if os.Getenv("ALBCTL_PROXY_ENGINE") == EngineXNet {
+		t.Skip("the x/net engine buffers per call and has its own flow control")
+	}
+	stuck := startStuckBackend(t)
+	good := startBackend(t, "good")
+	cfg := testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: stuck.addr, Weight: 100}}})
+	p, addr := startProxy(t, Options{}, cfg)
+	client := dial(t, addr)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := client.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	sendDone := make(chan struct{})
+	go func() {
+		defer close(sendDone)
+		req := &testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 64<<10)}}
+		for stream.Send(req) == nil {
+			sent.Add(64 << 10)
+		}
+	}()
+	defer func() {
+		cancel()
+		stuck.closeConns()
+		<-sendDone
+	}()
+	select {
+	case <-stuck.gotCall:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call did not reach the stuck backend")
+	}
+
+	// Wait until the request stream stops making progress: the backend's
+	// socket and the proxy's buffers for it are full.
+	last, still := int64(-1), 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && still < 3; {
+		time.Sleep(100 * time.Millisecond)
+		if n := sent.Load(); n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	if still < 3 {
+		t.Fatal("the request stream to the stuck backend never stopped")
+	}
+	t.Logf("the client sent %d bytes to the stuck backend", last)
+
+	// From now on the group sends new calls to the normal backend only;
+	// the stuck call stays where it is.
+	g := cfg.Groups["sgp-test"]
+	g.Servers = []ServerConfig{{Addr: stuck.addr, Weight: 0}, {Addr: good.addr, Weight: 100}}
+	cfg.Groups = map[string]GroupConfig{"sgp-test": g}
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		_, err := client.UnaryCall(ctxTimeout(t, 2*time.Second), &testpb.SimpleRequest{ResponseSize: 1024})
+		if err != nil {
+			t.Fatalf("call %d, %v after the backend got stuck: %v", i, time.Since(start), err)
+		}
+	}
+	if n := good.calls.Load(); n != 20 {
+		t.Fatalf("the normal backend saw %d calls, want 20", n)
+	}
+	if n := sent.Load(); n != last {
+		t.Fatalf("the stuck call moved on (%d bytes sent, was %d): the backend was not stuck", n, last)
+	}
+}
+
+// stuckBackend is a raw h2c server that grants the largest windows there
+// are, reads each connection up to the first request's headers and then
+// reads nothing more.
+type stuckBackend struct {
+	addr    string
+	gotCall chan struct{}
+
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startStuckBackend(t *testing.T) *stuckBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := &stuckBackend{addr: ln.Addr().String(), gotCall: make(chan struct{}, 1)}
+	t.Cleanup(func() {
+		ln.Close()
+		sb.closeConns()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			sb.mu.Lock()
+			sb.conns = append(sb.conns, c)
+			sb.mu.Unlock()
+			go sb.serve(c)
+		}
+	}()
+	return sb
+}
+
+func (sb *stuckBackend) serve(c net.Conn) {
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c, preface[:]); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	if fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1}) != nil ||
+		fr.WriteWindowUpdate(0, 1<<31-1-65535) != nil {
+		return
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		if _, ok := f.(*http2.HeadersFrame); ok {
+			select {
+			case sb.gotCall <- struct{}{}:
+			default:
+			}
+			return // and never read again
+		}
+	}
+}
+
+func (sb *stuckBackend) closeConns() {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for _, c := range sb.conns {
+		c.Close()
+	}
 }
