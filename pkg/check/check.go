@@ -53,7 +53,7 @@ type walk struct {
 	addrs    []string
 	lb       *state.LoadBalancer
 	listener *state.Listener
-	cert     *state.Certificate
+	leaf     *x509.Certificate // the listener's certificate
 	group    *state.ServerGroup
 }
 
@@ -106,18 +106,12 @@ func (w *walk) resolve(context.Context) (string, error) {
 func (w *walk) loadBalancer(context.Context) (string, error) {
 	for i := range w.in.State.LoadBalancers {
 		lb := &w.in.State.LoadBalancers[i]
-		if slices.ContainsFunc(w.addrs, func(a string) bool { return sameIP(a, lb.Address) }) {
+		if slices.ContainsFunc(w.addrs, func(a string) bool { return state.SameAddress(a, lb.Address) }) {
 			w.lb = lb
 			return fmt.Sprintf("%s (%s) at %s", lb.Name, lb.ID, lb.Address), nil
 		}
 	}
 	return "", fmt.Errorf("no load balancer has the address %s resolves to (%s)", w.in.Host, strings.Join(w.addrs, ", "))
-}
-
-func sameIP(a, b string) bool {
-	x, errX := netip.ParseAddr(a)
-	y, errY := netip.ParseAddr(b)
-	return errX == nil && errY == nil && x.Unmap() == y.Unmap()
 }
 
 func (w *walk) findListener(context.Context) (string, error) {
@@ -139,11 +133,11 @@ func (w *walk) certificate(context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	w.cert = c
 	leaf, err := parseLeaf(c.CertPEM)
 	if err != nil {
 		return "", fmt.Errorf("certificate %s: %v", c.Name, err)
 	}
+	w.leaf = leaf
 	if err := leaf.VerifyHostname(w.in.Host); err != nil {
 		return "", fmt.Errorf("certificate %s covers %s, not %s", c.Name, strings.Join(c.Domains, ", "), w.in.Host)
 	}
@@ -189,9 +183,9 @@ func (w *walk) servers(context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var gs health.GroupStatus
-	if err := serve.Get(addr, "/health/"+w.group.ID, &gs); err != nil {
-		return "", fmt.Errorf("the running serve does not serve server group %s: %v", w.group.Name, err)
+	gs, err := serve.GroupHealth(addr, w.group)
+	if err != nil {
+		return "", err
 	}
 	var parts, bad []string
 	for _, s := range gs.Servers {
@@ -237,12 +231,8 @@ func (w *walk) call(ctx context.Context) (string, error) {
 		method, wantText = hc.Path, "a status in "+hc.Codes
 		want = func(err error) bool { return codes.Contains(int(status.Code(err))) }
 	}
-	leaf, err := parseLeaf(w.cert.CertPEM)
-	if err != nil {
-		return "", err
-	}
 	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
+	roots.AddCert(w.leaf)
 	if w.in.State.CA != nil {
 		roots.AppendCertsFromPEM([]byte(w.in.State.CA.CertPEM))
 	}

@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/spf13/cobra"
 )
@@ -38,12 +35,9 @@ unhealthy the group fails open, routing by its scheduler anyway, and says so.`,
 			if err != nil {
 				return err
 			}
-			var gs health.GroupStatus
-			if err := serve.Get(addr, "/health/"+sg.ID, &gs); err != nil {
-				if strings.Contains(err.Error(), "404 Not Found") {
-					return fmt.Errorf("the running serve does not serve server group %s: no HTTPS listener with HTTP/2 forwards to it", sg.Name)
-				}
-				return fmt.Errorf("server group %s: %w", sg.Name, err)
+			gs, err := serve.GroupHealth(addr, sg)
+			if err != nil {
+				return err
 			}
 			return a.print(gs, func() view {
 				d := details{{"Server group", gs.Name + " (" + gs.ID + ")"}, {"Health check", healthSummary(sg.HealthCheck)}}

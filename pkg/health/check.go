@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 	"io"
 	"net"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -307,30 +307,9 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// codeNames are the gRPC status codes as the protocol spells them.
-var codeNames = map[codes.Code]string{
-	codes.OK:                 "OK",
-	codes.Canceled:           "CANCELLED",
-	codes.Unknown:            "UNKNOWN",
-	codes.InvalidArgument:    "INVALID_ARGUMENT",
-	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
-	codes.NotFound:           "NOT_FOUND",
-	codes.AlreadyExists:      "ALREADY_EXISTS",
-	codes.PermissionDenied:   "PERMISSION_DENIED",
-	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
-	codes.FailedPrecondition: "FAILED_PRECONDITION",
-	codes.Aborted:            "ABORTED",
-	codes.OutOfRange:         "OUT_OF_RANGE",
-	codes.Unimplemented:      "UNIMPLEMENTED",
-	codes.Internal:           "INTERNAL",
-	codes.Unavailable:        "UNAVAILABLE",
-	codes.DataLoss:           "DATA_LOSS",
-	codes.Unauthenticated:    "UNAUTHENTICATED",
-}
-
 // CodeText writes a gRPC status code with its name when it has one: "14 (UNAVAILABLE)".
 func CodeText(code int) string {
-	if name, ok := codeNames[codes.Code(code)]; ok && code <= int(codes.Unauthenticated) {
+	if name, ok := rpccode.Code_name[int32(code)]; ok {
 		return fmt.Sprintf("%d (%s)", code, name)
 	}
 	return strconv.Itoa(code)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
+	"github.com/albctl/albctl/pkg/state"
 )
 
 // Runtime is what a running serve records beside its state file, so other albctl commands find
@@ -172,11 +173,33 @@ func Get(addr, path string, v any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("admin API %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+		return &statusError{code: resp.StatusCode, msg: fmt.Sprintf("admin API %s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))}
 	}
 	if v == nil {
 		_, err = io.Copy(io.Discard, resp.Body)
 		return err
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// statusError is an answer of the admin API other than 200 OK.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+// GroupHealth fetches the health of a server group's servers from the admin API at addr.
+func GroupHealth(addr string, sg *state.ServerGroup) (health.GroupStatus, error) {
+	var gs health.GroupStatus
+	err := Get(addr, "/health/"+sg.ID, &gs)
+	var se *statusError
+	if errors.As(err, &se) && se.code == http.StatusNotFound {
+		return gs, fmt.Errorf("the running serve does not serve server group %s: no HTTPS listener with HTTP/2 forwards to it", sg.Name)
+	}
+	if err != nil {
+		return gs, fmt.Errorf("server group %s: %w", sg.Name, err)
+	}
+	return gs, nil
 }

@@ -298,14 +298,16 @@ func (l *Listener) validate(s *State) error {
 		if other.ID == l.ID || other.Port != l.Port {
 			continue
 		}
-		if otherLB, err := s.LoadBalancer(other.LBID); err == nil && sameAddress(otherLB.Address, lb.Address) {
+		if otherLB, err := s.LoadBalancer(other.LBID); err == nil && SameAddress(otherLB.Address, lb.Address) {
 			return conflict("port %d on %s is already used by listener %s", l.Port, lb.Address, other.ID)
 		}
 	}
 	return nil
 }
 
-func sameAddress(a, b string) bool {
+// SameAddress reports whether two IP addresses are the same, an IPv4 address and its IPv4-mapped
+// IPv6 form included.
+func SameAddress(a, b string) bool {
 	x, errX := netip.ParseAddr(a)
 	y, errY := netip.ParseAddr(b)
 	return errX == nil && errY == nil && x.Unmap() == y.Unmap()
