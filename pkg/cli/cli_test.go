@@ -216,6 +216,8 @@ func TestBadInputIsRefusedAndStateUnchanged(t *testing.T) {
 		{[]string{"servergroup", "delete", "grpc-backends"}, 1, "Error: server group grpc-backends is used by listeners lsn-ID (port 8443): delete them or point them elsewhere first\n"},
 		{[]string{"cert", "delete", "grpc-example"}, 1, "Error: certificate grpc-example is used by listeners lsn-ID (port 8443): delete them, give them another certificate, or take it off with 'albctl listener remove-certs'\n"},
 		{[]string{"lb", "delete", "demo"}, 1, "Error: load balancer demo has listeners lsn-ID (port 8443): delete them first\n"},
+		{[]string{"servergroup", "update", "grpc-backends", "--admin", "127.0.0.1:1"}, 2,
+			"Error: nothing to change: give at least one setting, such as --scheduler or --health-check-codes\nRun 'albctl servergroup update --help' for usage.\n"},
 		{[]string{"nosuch"}, 2, "Error: unknown command \"nosuch\" for \"albctl\"\nRun 'albctl --help' for usage.\n"},
 	}
 	before, err := os.ReadFile(path)

@@ -134,7 +134,7 @@ func newListenerUpdateCmd(a *app) *cobra.Command {
 		Args:              needArgs("LISTENER"),
 		ValidArgsFunction: argCompletion(a.refCompletion(listenerRefs)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().NFlag() == countChanged(cmd.Flags(), "state", "output", "config") {
+			if !anyLocalFlag(cmd) {
 				return usageErrorf("nothing to change: give at least one setting, such as --cert or --request-timeout")
 			}
 			var updated *state.Listener

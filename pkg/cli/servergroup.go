@@ -215,7 +215,7 @@ func newSGUpdateCmd(a *app) *cobra.Command {
 		Args:              needArgs("SERVERGROUP"),
 		ValidArgsFunction: argCompletion(a.refCompletion(sgRefs)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().NFlag() == countChanged(cmd.Flags(), "state", "output", "config") {
+			if !anyLocalFlag(cmd) {
 				return usageErrorf("nothing to change: give at least one setting, such as --scheduler or --health-check-codes")
 			}
 			var updated *state.ServerGroup
@@ -236,15 +236,12 @@ func newSGUpdateCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// countChanged counts how many of the named flags the user set.
-func countChanged(fs *pflag.FlagSet, names ...string) int {
-	n := 0
-	for _, name := range names {
-		if fs.Changed(name) {
-			n++
-		}
-	}
-	return n
+// anyLocalFlag reports whether the user gave one of the command's own flags, not only global
+// settings such as --state or --admin.
+func anyLocalFlag(cmd *cobra.Command) bool {
+	given := false
+	cmd.LocalFlags().VisitAll(func(f *pflag.Flag) { given = given || f.Changed })
+	return given
 }
 
 func newSGListCmd(a *app) *cobra.Command {
