@@ -117,11 +117,7 @@ func writeRuntime(path string, rt Runtime) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return state.WriteFileAtomic(path, append(data, '\n'))
 }
 
 // removeRuntime removes the record if it is still this process's.

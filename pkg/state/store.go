@@ -139,23 +139,23 @@ func (f *FileStore) Update(ctx context.Context, change func(*State) error) (*Sta
 	if bytes.Equal(data, old) {
 		return s, nil
 	}
-	return s, writeAtomic(f.path, data)
+	return s, WriteFileAtomic(f.path, data)
 }
 
-// writeAtomic replaces path with data so that readers see the old file or the new one, never a
+// WriteFileAtomic replaces path with data so that readers see the old file or the new one, never a
 // mix, even after a crash. The temporary file, and so the result, is created with mode 0600.
-func writeAtomic(path string, data []byte) error {
+func WriteFileAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("write state file: %w", err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op after the rename
 	_, writeErr := tmp.Write(data)
 	if err := errors.Join(writeErr, tmp.Sync(), tmp.Close()); err != nil {
-		return fmt.Errorf("write state file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write state file: %w", err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		_ = d.Sync() // makes the rename durable; not every file system supports it
