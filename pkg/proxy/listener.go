@@ -173,7 +173,7 @@ func (l *listener) serveConn(c net.Conn) {
 	var sc *spillConn
 	var under net.Conn = c
 	if l.p.opts.Engine == EngineFrames {
-		sc = newSpillConn(c)
+		sc = newSpillConn(newSockConn(c))
 		under = sc
 	}
 	tc := tls.Server(under, l.tlsConfig)

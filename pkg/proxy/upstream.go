@@ -159,7 +159,7 @@ func (u *upstream) dialTracked(ctx context.Context, network, addr string, batch 
 	if batch {
 		c = newBatchConn(c)
 	}
-	tc := &trackedConn{Conn: c, u: u}
+	tc := &trackedConn{Conn: newSockConn(c), u: u}
 	u.conns[tc] = struct{}{}
 	return tc, nil
 }

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// sockConn reads and writes a TCP connection with raw system calls.
+//
+// The socket is non-blocking, so a read or write returns at once; waiting
+// for it to become ready still goes through the runtime's poller (RawConn),
+// deadlines included. What the raw calls skip is the scheduler's bookkeeping
+// around an ordinary system call, which on a proxy with one call in flight
+// costs more than the I/O itself: each call wakes the runtime's monitor
+// thread from its idle sleep and may hand the processor to another thread,
+// two or three extra context switches per proxied call.
+type sockConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+}
+
+// newSockConn wraps c when it is a TCP connection and returns it unchanged
+// otherwise.
+func newSockConn(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	return &sockConn{TCPConn: tc, rc: rc}
+}
+
+func (c *sockConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			if e == syscall.EINTR {
+				continue
+			}
+			n, errno = int(r), e
+			return e != syscall.EAGAIN
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (c *sockConn) Write(p []byte) (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := c.rc.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+			switch e {
+			case 0:
+				n += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil && errno != 0 {
+		err = &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
+	}
+	return n, err
+}
