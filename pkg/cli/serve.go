@@ -20,8 +20,10 @@ func newServeCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve [--lb LB] [--admin 127.0.0.1:PORT] [--dns 127.0.0.1:5353]",
 		Short: "Run the load balancer in the foreground from the state file",
-		Long: `serve runs every HTTPS listener in the state (or those of one load balancer): TLS and HTTP/2
-to clients, plaintext HTTP/2 to the servers of each listener's server group, balanced per call.
+		Long: `serve runs every listener in the state (or those of one load balancer). In front of a gRPC
+server group: TLS and HTTP/2 to clients, plaintext HTTP/2 to the servers, balanced per call.
+In front of an HTTP or HTTPS server group: a reverse proxy for HTTP/1.1 (and HTTP/2 on an HTTPS
+listener with it on), HTTP/1.1 to the servers, balanced per request.
 It follows changes to the state file within a second, without dropping calls in flight; a
 state that cannot be applied is reported and the last good configuration keeps serving.
 

@@ -91,21 +91,44 @@ func (p *Proxy) finish(st *listenerState, r *http.Request, c *call) {
 	p.record(st.cfg.ID, r.RemoteAddr, r.URL.Path, c.server, c.code, c.start, in, c.bytesOut)
 }
 
-// record ends a call's accounting: the active gauge, the metrics and the
-// access log. Both engines report through it.
+// record ends a gRPC call's accounting: the active gauge, the metrics and
+// the access log. Both engines report through it.
 func (p *Proxy) record(listenerID, client, method, server string, code int, start time.Time, in, out int64) {
+	p.recordAs(false, listenerID, client, method, server, code, start, in, out)
+}
+
+// recordAs is record for a gRPC call (code is its grpc-status) or, with
+// web set, for an HTTP request (code is its HTTP status).
+func (p *Proxy) recordAs(web bool, listenerID, client, method, server string, code int, start time.Time, in, out int64) {
 	p.metrics.active.Add(-1)
 	d := time.Since(start)
 	label := server
 	if label == "" {
 		label = "-"
 	}
-	p.metrics.record(listenerID, method, label, code, d, in, out)
+	p.metrics.record(callKey{web: web, listener: listenerID, method: method, server: label, code: code}, d, in, out)
 	if p.accessLog != nil {
-		p.accessLog.write(&AccessRecord{
+		r := &AccessRecord{
 			Time: start, Client: client, Listener: listenerID, Method: method,
-			Server: server, GRPCStatus: code, Duration: d, BytesIn: in, BytesOut: out,
-		})
+			Server: server, Duration: d, BytesIn: in, BytesOut: out,
+		}
+		if web {
+			r.HTTPStatus = code
+		} else {
+			status := code
+			r.GRPCStatus = &status
+		}
+		p.accessLog.write(r)
+	}
+}
+
+// connectFailed counts an attempt that could not connect to u and tells the
+// health checker: a passive health signal.
+func (p *Proxy) connectFailed(groupID string, u *upstream, err error) {
+	u.backend.RecordConnectFailure()
+	p.metrics.connFails.Add(1)
+	if p.opts.OnConnectFailure != nil {
+		p.opts.OnConnectFailure(groupID, u.addr, err)
 	}
 }
 
@@ -197,13 +220,8 @@ func (l *listener) forward(st *listenerState, w http.ResponseWriter, r *http.Req
 		if !errors.As(err, &ce) || ctx.Err() != nil {
 			break
 		}
-		// Nothing reached the server: count the failure, tell the health
-		// checker, and try once more on another server.
-		u.backend.RecordConnectFailure()
-		p.metrics.connFails.Add(1)
-		if p.opts.OnConnectFailure != nil {
-			p.opts.OnConnectFailure(g.id, u.addr, err)
-		}
+		// Nothing reached the server: try once more on another server.
+		p.connectFailed(g.id, u, err)
 		if attempt > 0 {
 			break
 		}

@@ -36,6 +36,7 @@ type listener struct {
 
 	mu      sync.Mutex
 	servers []*h2Server // every server generation, for GOAWAY at close
+	webs    []*webFront // every HTTP server generation, likewise
 	conns   map[net.Conn]struct{}
 	fconns  map[*frontConn]struct{} // the frames engine's connections
 	closing bool
@@ -49,6 +50,11 @@ type listenerState struct {
 	group *group
 	h2    *h2Server
 	port  []string // x-forwarded-port value
+
+	// For an HTTP group: the HTTP server, and its TLS configuration unless
+	// the listener is plaintext.
+	web    *webFront
+	webTLS *tls.Config
 }
 
 // h2Server is an HTTP/2 server with its settings. It changes only when the
@@ -114,7 +120,33 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group) {
 		l.mu.Unlock()
 		st.h2 = srv
 	}
+	if g.state.Load().protocol != GroupGRPC {
+		if old != nil && old.web != nil && old.web.idle == idle {
+			st.web = old.web
+		} else {
+			st.web = l.newWebFront(idle)
+			l.mu.Lock()
+			l.webs = append(l.webs, st.web)
+			l.mu.Unlock()
+		}
+		if len(lc.Certificates) > 0 {
+			st.webTLS = l.webTLSConfig(lc.HTTP2)
+		}
+	}
 	l.state.Store(st)
+	if old != nil && old.web != nil && old.web != st.web {
+		l.retire(old.web)
+	}
+}
+
+// retire stops a web server generation from taking connections; the ones
+// it has end when their requests are done.
+func (l *listener) retire(w *webFront) {
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		_ = w.srv.Shutdown(context.Background())
+	}()
 }
 
 func (l *listener) start() {
@@ -169,6 +201,11 @@ func (l *listener) serveConn(c net.Conn) {
 		c.Close()
 	}()
 
+	st := l.state.Load()
+	if st.web != nil {
+		l.serveWeb(newSockConn(c), st)
+		return
+	}
 	_ = c.SetDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
 	var sc *spillConn
 	var under net.Conn = c
@@ -203,7 +240,7 @@ func (l *listener) serveConn(c net.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 
-	st := l.state.Load()
+	st = l.state.Load()
 	if l.p.opts.Engine == EngineFrames {
 		l.serveFrames(tc, sc, st)
 		return
@@ -226,7 +263,7 @@ func (l *listener) connCount() int {
 func (l *listener) close() {
 	l.mu.Lock()
 	l.closing = true
-	servers := l.servers
+	servers, webs := l.servers, l.webs
 	fconns := make([]*frontConn, 0, len(l.fconns))
 	for fc := range l.fconns {
 		fconns = append(fconns, fc)
@@ -241,6 +278,9 @@ func (l *listener) close() {
 		// hook and returns.
 		_ = s.hs.Shutdown(context.Background())
 	}
+	for _, w := range webs {
+		l.retire(w)
+	}
 }
 
 // closeConns cuts every client connection.
@@ -249,7 +289,11 @@ func (l *listener) closeConns() {
 	for c := range l.conns {
 		c.Close()
 	}
+	webs := l.webs
 	l.mu.Unlock()
+	for _, w := range webs {
+		_ = w.srv.Close()
+	}
 }
 
 // certSet selects a certificate by SNI.

@@ -21,6 +21,7 @@ const maxMethods = 200
 var latencyBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
 
 type callKey struct {
+	web                      bool // an HTTP request; code is its HTTP status
 	listener, method, server string
 	code                     int
 }
@@ -53,7 +54,8 @@ func newMetrics() *metrics {
 	}
 }
 
-func (m *metrics) record(listener, method, server string, code int, d time.Duration, in, out int64) {
+func (m *metrics) record(key callKey, d time.Duration, in, out int64) {
+	listener, method := key.listener, key.method
 	m.bytesIn.Add(uint64(in))
 	m.bytesOut.Add(uint64(out))
 	m.mu.RLock()
@@ -72,7 +74,7 @@ func (m *metrics) record(listener, method, server string, code int, d time.Durat
 			m.mu.RLock()
 		}
 	}
-	key := callKey{listener, method, server, code}
+	key.method = method
 	c := m.calls[key]
 	h := m.latency[listener]
 	m.mu.RUnlock()
@@ -127,13 +129,10 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 
 	fmt.Fprintln(bw, "# HELP albctl_proxy_calls_total gRPC calls handled, by listener, method, backend server and grpc-status.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_calls_total counter")
-	for _, k := range keys {
-		m.mu.RLock()
-		c := m.calls[k]
-		m.mu.RUnlock()
-		fmt.Fprintf(bw, "albctl_proxy_calls_total{listener=%s,method=%s,server=%s,grpc_status=\"%d\"} %d\n",
-			quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), k.code, c.Load())
-	}
+	writeCalls(bw, m, keys, false, "albctl_proxy_calls_total", "grpc_status")
+	fmt.Fprintln(bw, "# HELP albctl_proxy_http_requests_total HTTP requests handled (listeners of HTTP server groups), by listener, method and path, backend server and status code.")
+	fmt.Fprintln(bw, "# TYPE albctl_proxy_http_requests_total counter")
+	writeCalls(bw, m, keys, true, "albctl_proxy_http_requests_total", "code")
 
 	fmt.Fprintln(bw, "# HELP albctl_proxy_call_duration_seconds Call duration, from request headers to the end of the response.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_call_duration_seconds histogram")
@@ -176,6 +175,19 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	return bw.Flush()
 }
 
+func writeCalls(w io.Writer, m *metrics, keys []callKey, web bool, name, codeLabel string) {
+	for _, k := range keys {
+		if k.web != web {
+			continue
+		}
+		m.mu.RLock()
+		c := m.calls[k]
+		m.mu.RUnlock()
+		fmt.Fprintf(w, "%s{listener=%s,method=%s,server=%s,%s=\"%d\"} %d\n",
+			name, quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), codeLabel, k.code, c.Load())
+	}
+}
+
 func quoteLabel(s string) string {
 	// strconv.Quote escapes backslash, quote and newline as the text format
 	// wants; other escapes only appear for bytes a method name cannot hold.
@@ -189,7 +201,8 @@ type AccessRecord struct {
 	Listener   string        `json:"listener"`
 	Method     string        `json:"method"`
 	Server     string        `json:"server"`
-	GRPCStatus int           `json:"grpc_status"`
+	GRPCStatus *int          `json:"grpc_status,omitempty"` // gRPC calls
+	HTTPStatus int           `json:"http_status,omitempty"` // HTTP requests
 	Duration   time.Duration `json:"-"`
 	DurationMs float64       `json:"duration_ms"`
 	BytesIn    int64         `json:"bytes_in"`
@@ -224,8 +237,13 @@ func (a *accessLog) write(r *AccessRecord) {
 		b = appendField(b, "listener", r.Listener)
 		b = appendField(b, "method", r.Method)
 		b = appendField(b, "server", r.Server)
-		b = append(b, " grpc_status="...)
-		b = strconv.AppendInt(b, int64(r.GRPCStatus), 10)
+		if r.GRPCStatus != nil {
+			b = append(b, " grpc_status="...)
+			b = strconv.AppendInt(b, int64(*r.GRPCStatus), 10)
+		} else {
+			b = append(b, " http_status="...)
+			b = strconv.AppendInt(b, int64(r.HTTPStatus), 10)
+		}
 		b = append(b, " duration_ms="...)
 		b = strconv.AppendFloat(b, r.DurationMs, 'f', 3, 64)
 		b = append(b, " bytes_in="...)

@@ -30,15 +30,17 @@ type Config struct {
 	Groups map[string]GroupConfig
 }
 
-// ListenerConfig is one TLS listener speaking HTTP/2.
+// ListenerConfig is one listener: TLS with HTTP/2 in front of a gRPC group,
+// or HTTP/1.1 (and HTTP/2 over TLS, if enabled) in front of an HTTP group.
 type ListenerConfig struct {
 	ID string
 	// Addr is the address to listen on, such as "127.0.0.1:8443" or ":443".
 	Addr string
 	// Certificates are served by SNI; the first is the default for clients
-	// that send no or an unknown server name.
+	// that send no or an unknown server name. None means plaintext, which
+	// only a listener of an HTTP group may be.
 	Certificates []tls.Certificate
-	// HTTP2 must be true: gRPC needs HTTP/2.
+	// HTTP2 must be true for a gRPC group, which needs HTTP/2.
 	HTTP2 bool
 	// GroupID is the server group calls are forwarded to.
 	GroupID string
@@ -55,6 +57,9 @@ type ListenerConfig struct {
 // GroupConfig is a server group.
 type GroupConfig struct {
 	ID string
+	// Protocol is how the servers are spoken to: GroupGRPC (the default,
+	// "") over h2c, GroupHTTP or GroupHTTPS in HTTP/1.1.
+	Protocol string
 	// Scheduler is "wrr" (default), "wlc" or "sch".
 	Scheduler string
 	Servers   []ServerConfig
@@ -62,6 +67,20 @@ type GroupConfig struct {
 	// flight before its connections are closed. 0 means until those calls
 	// end.
 	DrainTimeout time.Duration
+}
+
+// Server group protocols for GroupConfig.Protocol.
+const (
+	GroupGRPC  = "gRPC"
+	GroupHTTP  = "HTTP"
+	GroupHTTPS = "HTTPS"
+)
+
+func (gc GroupConfig) protocol() string {
+	if gc.Protocol == "" {
+		return GroupGRPC
+	}
+	return gc.Protocol
 }
 
 // ServerConfig is a backend server: "host:port" of its gRPC (h2c) service and
@@ -254,19 +273,26 @@ func validate(cfg Config) error {
 			return errors.New("listener without an ID")
 		case seen[lc.ID]:
 			return fmt.Errorf("listener %s: duplicate ID", lc.ID)
-		case !lc.HTTP2:
-			return fmt.Errorf("listener %s: HTTP/2 must be enabled to forward gRPC", lc.ID)
-		case len(lc.Certificates) == 0:
-			return fmt.Errorf("listener %s: a default certificate is required", lc.ID)
 		}
-		if _, ok := cfg.Groups[lc.GroupID]; !ok {
+		gc, ok := cfg.Groups[lc.GroupID]
+		switch {
+		case !ok:
 			return fmt.Errorf("listener %s: unknown server group %q", lc.ID, lc.GroupID)
+		case gc.protocol() == GroupGRPC && !lc.HTTP2:
+			return fmt.Errorf("listener %s: HTTP/2 must be enabled to forward gRPC", lc.ID)
+		case gc.protocol() == GroupGRPC && len(lc.Certificates) == 0:
+			return fmt.Errorf("listener %s: a certificate is required to forward gRPC", lc.ID)
+		case len(lc.Certificates) == 0 && lc.HTTP2:
+			return fmt.Errorf("listener %s: HTTP/2 needs TLS (a certificate)", lc.ID)
 		}
 		seen[lc.ID] = true
 	}
 	for id, gc := range cfg.Groups {
 		if gc.ID != "" && gc.ID != id {
 			return fmt.Errorf("server group %s: ID %q does not match its key", id, gc.ID)
+		}
+		if p := gc.protocol(); p != GroupGRPC && p != GroupHTTP && p != GroupHTTPS {
+			return fmt.Errorf("server group %s: unknown protocol %q", id, p)
 		}
 		if _, err := balancer.New(gc.Scheduler, nil); err != nil {
 			return fmt.Errorf("server group %s: %w", id, err)

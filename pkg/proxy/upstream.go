@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -35,6 +36,7 @@ type group struct {
 type groupState struct {
 	picker    balancer.Picker
 	upstreams []*upstream
+	protocol  string // GroupGRPC, GroupHTTP or GroupHTTPS
 }
 
 var emptyPicker, _ = balancer.New(balancer.SchedulerWRR, nil)
@@ -57,7 +59,7 @@ func (p *Proxy) updateGroup(g *group, gc GroupConfig) {
 	if err != nil {
 		panic(err) // validate checked the scheduler
 	}
-	g.state.Store(&groupState{picker: picker, upstreams: ups})
+	g.state.Store(&groupState{picker: picker, upstreams: ups, protocol: gc.protocol()})
 	g.drainTimeout = gc.DrainTimeout
 	// Only once no new call can pick them do removed servers start draining.
 	for addr, u := range g.byAddr {
@@ -75,11 +77,13 @@ func (p *Proxy) updateGroup(g *group, gc GroupConfig) {
 // upstream is one backend server with its own HTTP/2 transport. The
 // transport keeps multiplexed connections to the server and dials another
 // when every connection has reached the server's MAX_CONCURRENT_STREAMS.
+// web is its HTTP/1.1 transport, for servers of HTTP and HTTPS groups.
 type upstream struct {
 	groupID   string
 	addr      string
 	backend   *balancer.Backend
 	transport *http2.Transport
+	web       *http.Transport
 	dialer    net.Dialer
 
 	mu     sync.Mutex
@@ -109,6 +113,17 @@ func (p *Proxy) newUpstream(groupID, addr string, weight int) *upstream {
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     10 * time.Second,
 		IdleConnTimeout: 5 * time.Minute,
+	}
+	u.web = &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return u.dialTracked(ctx, network, u.addr, false)
+		},
+		// Backends behind a load balancer mostly have self-signed or
+		// internal certificates; the cloud does not verify them either.
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
 	}
 	return u
 }
@@ -183,6 +198,7 @@ func (u *upstream) close() {
 		c.Close()
 	}
 	u.transport.CloseIdleConnections()
+	u.web.CloseIdleConnections()
 	u.readers.Wait()
 }
 

@@ -35,13 +35,12 @@ func RuntimePath(statePath string) string {
 
 // StatusReport is the admin API's /status document.
 type StatusReport struct {
-	StateFile        string                 `json:"stateFile"`
-	Since            time.Time              `json:"since"`
-	Listeners        []proxy.ListenerStatus `json:"listeners"`
-	SkippedListeners map[string]string      `json:"skippedListeners,omitempty"`
-	Groups           []proxy.GroupStatus    `json:"groups"`
-	Health           []health.GroupStatus   `json:"health"`
-	ActiveCalls      int64                  `json:"activeCalls"`
+	StateFile   string                 `json:"stateFile"`
+	Since       time.Time              `json:"since"`
+	Listeners   []proxy.ListenerStatus `json:"listeners"`
+	Groups      []proxy.GroupStatus    `json:"groups"`
+	Health      []health.GroupStatus   `json:"health"`
+	ActiveCalls int64                  `json:"activeCalls"`
 }
 
 func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, error) {
@@ -63,7 +62,7 @@ func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, 
 		st := srv.proxy.Status()
 		srv.mu.Lock()
 		report := StatusReport{StateFile: srv.opts.Store.Location(), Since: since, Listeners: st.Listeners,
-			SkippedListeners: srv.skipped, Groups: st.Groups, Health: srv.health.Statuses(), ActiveCalls: st.ActiveCalls}
+			Groups: st.Groups, Health: srv.health.Statuses(), ActiveCalls: st.ActiveCalls}
 		srv.mu.Unlock()
 		writeJSON(w, report)
 	})

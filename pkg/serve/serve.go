@@ -56,7 +56,6 @@ type Server struct {
 
 	mu      sync.Mutex
 	current *state.State // the last state applied
-	skipped map[string]string
 }
 
 // Run serves until ctx is done, then shuts down gracefully: clients get GOAWAY and calls in
@@ -165,7 +164,7 @@ func Run(ctx context.Context, opts Options) error {
 // apply turns a state into the proxy's configuration and applies it; on error the running
 // configuration stays.
 func (srv *Server) apply(s *state.State) error {
-	cfg, skipped, err := proxyConfig(s, srv.opts.LB)
+	cfg, err := proxyConfig(s, srv.opts.LB)
 	if err != nil {
 		return err
 	}
@@ -183,70 +182,64 @@ func (srv *Server) apply(s *state.State) error {
 	srv.health.Apply(groups)
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	for id, why := range skipped {
-		if srv.skipped[id] != why {
-			srv.log.Warn("listener not served", "listener", id, "reason", why)
-		}
-	}
-	srv.current, srv.skipped = s, skipped
+	srv.current = s
 	return nil
 }
 
-// proxyConfig builds the proxy's configuration from the state. Listeners the proxy cannot run
-// are returned in skipped with the reason, rather than failing the whole configuration.
-func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, skipped map[string]string, err error) {
+// proxyConfig builds the proxy's configuration from the state: every listener (of one load
+// balancer, if lbRef is set) and the server groups they forward to.
+func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 	var only *state.LoadBalancer
 	if lbRef != "" {
 		if only, err = s.LoadBalancer(lbRef); err != nil {
-			return cfg, nil, err
+			return cfg, err
 		}
 	}
-	skipped = map[string]string{}
 	cfg.Groups = map[string]proxy.GroupConfig{}
 	for _, l := range s.Listeners {
 		if only != nil && l.LBID != only.ID {
 			continue
 		}
-		if l.Protocol != state.ProtocolHTTPS || !l.HTTP2 {
-			skipped[l.ID] = "serve runs HTTPS listeners with HTTP/2; this one is " + l.Protocol
-			continue
-		}
 		lb, err := s.LoadBalancer(l.LBID)
 		if err != nil {
-			return cfg, nil, err
+			return cfg, err
 		}
 		var pairs []tls.Certificate
-		for _, id := range append([]string{l.CertificateID}, l.AdditionalCertificateIDs...) {
+		var ids []string
+		if l.Protocol == state.ProtocolHTTPS {
+			ids = append([]string{l.CertificateID}, l.AdditionalCertificateIDs...)
+		}
+		for _, id := range ids {
 			c, err := s.Certificate(id)
 			if err != nil {
-				return cfg, nil, err
+				return cfg, err
 			}
 			pair, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
 			if err != nil {
-				return cfg, nil, fmt.Errorf("certificate %s: %w", c.Name, err)
+				return cfg, fmt.Errorf("certificate %s: %w", c.Name, err)
 			}
 			pairs = append(pairs, pair)
 		}
 		sg, err := s.ServerGroup(l.ServerGroupID)
 		if err != nil {
-			return cfg, nil, err
+			return cfg, err
 		}
 		cfg.Listeners = append(cfg.Listeners, proxy.ListenerConfig{
 			ID:             l.ID,
 			Addr:           net.JoinHostPort(lb.Address, strconv.Itoa(l.Port)),
 			Certificates:   pairs,
-			HTTP2:          true,
+			HTTP2:          l.HTTP2,
 			GroupID:        sg.ID,
 			IdleTimeout:    l.IdleTimeout.D(),
 			RequestTimeout: l.RequestTimeout.D(),
 		})
 		cfg.Groups[sg.ID] = groupConfig(sg)
 	}
-	return cfg, skipped, nil
+	return cfg, nil
 }
 
 func groupConfig(sg *state.ServerGroup) proxy.GroupConfig {
-	g := proxy.GroupConfig{ID: sg.ID, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D()}
+	g := proxy.GroupConfig{ID: sg.ID, Protocol: sg.Protocol, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D()}
 	for _, srv := range sg.Servers {
 		g.Servers = append(g.Servers, proxy.ServerConfig{Addr: srv.HostPort(), Weight: srv.Weight})
 	}
