@@ -142,9 +142,6 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	}()
 
-	for _, l := range srv.proxy.Status().Listeners {
-		log.Info("listener serving", "listener", l.ID, "addr", l.Addr, "serverGroup", l.GroupID)
-	}
 	log.Info("admin API listening", "addr", admin)
 	if opts.Ready != nil {
 		opts.Ready(admin)
@@ -168,8 +165,21 @@ func (srv *Server) apply(s *state.State) error {
 	if err != nil {
 		return err
 	}
+	before := map[string]proxy.ListenerStatus{}
+	for _, l := range srv.proxy.Status().Listeners {
+		before[l.ID] = l
+	}
 	if err := srv.proxy.Apply(cfg); err != nil {
 		return err
+	}
+	for _, l := range srv.proxy.Status().Listeners {
+		if old, ok := before[l.ID]; !ok || old.Addr != l.Addr || old.GroupID != l.GroupID {
+			srv.log.Info("listener serving", "listener", l.ID, "addr", l.Addr, "serverGroup", l.GroupID)
+		}
+		delete(before, l.ID)
+	}
+	for id, l := range before {
+		srv.log.Info("listener stopped", "listener", id, "addr", l.Addr)
 	}
 	groups := make([]health.Group, 0, len(cfg.Groups))
 	for id := range cfg.Groups {

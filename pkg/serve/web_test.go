@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,6 +77,9 @@ func TestServeRunsHTTPListenersOfHTTPGroups(t *testing.T) {
 			t.Fatalf("the HTTP listener added to the state is not served: %v\n%s", err, f.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if want := `msg="listener serving"`; !strings.Contains(f.log.String(), want) || !strings.Contains(f.log.String(), "addr=127.0.0.1:"+strconv.Itoa(port)) {
+		t.Fatalf("no %s line for the listener added while serving:\n%s", want, f.log.String())
 	}
 	if got := counts(20); got["200 w1"] != 10 || got["200 w2"] != 10 {
 		t.Fatalf("20 requests landed %v, want 10 on each server", got)
