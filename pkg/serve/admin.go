@@ -191,7 +191,7 @@ func GroupHealth(addr string, sg *state.ServerGroup) (health.GroupStatus, error)
 	err := Get(addr, "/health/"+sg.ID, &gs)
 	var se *statusError
 	if errors.As(err, &se) && se.code == http.StatusNotFound {
-		return gs, fmt.Errorf("the running serve does not serve server group %s: no HTTPS listener with HTTP/2 forwards to it", sg.Name)
+		return gs, fmt.Errorf("the running serve does not serve server group %s: no listener forwards to it", sg.Name)
 	}
 	if err != nil {
 		return gs, fmt.Errorf("server group %s: %w", sg.Name, err)
