@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -281,15 +282,16 @@ func (w *webRecorder) Write(b []byte) (int, error) {
 
 func (w *webRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts the bytes read from a request body.
+// countingBody counts the bytes read from a request body. The transport
+// may still be reading it when the response has ended, hence the atomic.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 
@@ -297,7 +299,7 @@ func (b *countingBody) count() int64 {
 	if b == nil {
 		return 0
 	}
-	return b.n
+	return b.n.Load()
 }
 
 // endingBody runs end once, when the response body is closed.
