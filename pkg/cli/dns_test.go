@@ -8,36 +8,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/state"
 	"github.com/miekg/dns"
 )
 
-// dnsBuffer is an output stream that a running server and the test may use at once.
-type dnsBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *dnsBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *dnsBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // runDNSTest runs albctl with a state file and returns its output and exit code.
 func runDNSTest(t *testing.T, statePath string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	var out, errOut dnsBuffer
+	var out, errOut testutil.SyncBuffer
 	code = Main(context.Background(), append([]string{"--state", statePath}, args...),
 		IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	return out.String(), errOut.String(), code
@@ -237,7 +219,7 @@ func TestDNSServeFollowsStateFile(t *testing.T) {
 	mustDNSTest(t, path, nil, "dns", "add", "--domain", "example.test", "--type", "CNAME", "--host", "grpc", "--value", lbName)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut dnsBuffer
+	var out, errOut testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"--state", path, "dns", "serve", "--listen", "127.0.0.1:0"}, IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
@@ -25,25 +25,13 @@ import (
 // returns the state path and the listener's port.
 func serveScenario(t *testing.T, delay time.Duration) (string, int) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	backend := echo.NewServer(echo.Options{Name: "b1", Delay: delay})
-	go func() { _ = backend.Serve(l) }()
-	t.Cleanup(backend.Stop)
-
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := free.Addr().(*net.TCPAddr).Port
-	free.Close()
+	_, backendAddr := testutil.StartEcho(t, echo.Options{Name: "b1", Delay: delay})
+	port := testutil.FreePort(t)
 
 	path := newState(t)
 	mustRun(t, path, "lb", "create", "--name", "demo")
 	mustRun(t, path, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
-	mustRun(t, path, "servergroup", "add-servers", "grpc-backends", "--server", l.Addr().String())
+	mustRun(t, path, "servergroup", "add-servers", "grpc-backends", "--server", backendAddr)
 	mustRun(t, path, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test")
 	mustRun(t, path, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
 	return path, port

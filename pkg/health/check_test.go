@@ -16,69 +16,19 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/state"
 )
 
-// startEcho runs a real echo server on a port the kernel picks.
-func startEcho(t *testing.T, name string) (*echo.Server, string) {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveEcho(t, name, lis), lis.Addr().String()
-}
-
-// serveEcho serves an echo server on lis until the test ends.
-func serveEcho(t *testing.T, name string, lis net.Listener) *echo.Server {
-	t.Helper()
-	srv := echo.NewServer(echo.Options{Name: name})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return srv
-}
-
 // startCodeServer runs a gRPC server that answers every call with code.
 func startCodeServer(t *testing.T, code codes.Code) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
 		return status.Error(code, "chosen by the test")
 	}))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-done
-	})
-	return lis.Addr().String()
-}
-
-// closedPort returns an address on which nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
+	return testutil.StartGRPC(t, srv)
 }
 
 // silentServer accepts connections and never answers; it counts them.
@@ -166,10 +116,10 @@ func wantResult(t *testing.T, got result, ok bool, reason string) {
 
 func TestGRPCCheck(t *testing.T) {
 	t.Parallel()
-	_, echoAddr := startEcho(t, "b1")
+	_, echoAddr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	unavailable := startCodeServer(t, codes.Unavailable)
 	silent := startSilent(t)
-	refused := closedPort(t)
+	refused := testutil.ClosedAddr(t)
 
 	withCodes := func(codes, path string, port int) state.HealthCheck {
 		hc := fastCheck(state.ProtocolGRPC)
@@ -220,10 +170,10 @@ func TestGRPCCheckNotGRPC(t *testing.T) {
 
 func TestGRPCHealthCheck(t *testing.T) {
 	t.Parallel()
-	_, serving := startEcho(t, "serving")
-	notServing, notServingAddr := startEcho(t, "not-serving")
+	_, serving := testutil.StartEcho(t, echo.Options{Name: "serving"})
+	notServing, notServingAddr := testutil.StartEcho(t, echo.Options{Name: "not-serving"})
 	notServing.SetServing("", false)
-	refused := closedPort(t)
+	refused := testutil.ClosedAddr(t)
 
 	withService := func(service string) state.HealthCheck {
 		hc := fastCheck(state.HealthGRPCHealth)
@@ -300,7 +250,7 @@ func TestHTTPCheck(t *testing.T) {
 		{"redirect not allowed", check("GET", "/moved", "http_2xx"), addr, false, "HTTP 302 not in http_2xx"},
 		{"503", check("GET", "/down", "http_2xx,http_3xx"), addr, false, "HTTP 503 not in http_2xx,http_3xx"},
 		{"503 allowed", check("GET", "/down", "http_5xx"), addr, true, "HTTP 503"},
-		{"refused", check("GET", "/ok", "http_2xx"), closedPort(t), false, "connection refused"},
+		{"refused", check("GET", "/ok", "http_2xx"), testutil.ClosedAddr(t), false, "connection refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,7 +268,7 @@ func TestTCPCheck(t *testing.T) {
 	t.Parallel()
 	silent := startSilent(t)
 	wantResult(t, runProbe(t, fastCheck(state.ProtocolTCP), silent.addr), true, "connected")
-	wantResult(t, runProbe(t, fastCheck(state.ProtocolTCP), closedPort(t)), false, "connection refused")
+	wantResult(t, runProbe(t, fastCheck(state.ProtocolTCP), testutil.ClosedAddr(t)), false, "connection refused")
 }
 
 func TestNewProbeRejects(t *testing.T) {

@@ -1,41 +1,23 @@
 package health
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/balancer"
+	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/state"
 )
 
-// syncBuffer collects log lines from the loops.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newChecker(t *testing.T) (*Checker, *syncBuffer) {
+func newChecker(t *testing.T) (*Checker, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	c := New(Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	t.Cleanup(c.Close)
 	return c, logs
@@ -86,13 +68,8 @@ func detectWithin(hc state.HealthCheck) time.Duration {
 func TestStopAndRestartServer(t *testing.T) {
 	t.Parallel()
 	c, logs := newChecker(t)
-	lis1, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr1 := lis1.Addr().String()
-	srv1 := serveEcho(t, "b1", lis1)
-	_, addr2 := startEcho(t, "b2")
+	srv1, addr1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
+	_, addr2 := testutil.StartEcho(t, echo.Options{Name: "b2"})
 
 	hc := fastCheck(state.ProtocolGRPC)
 	hc.Timeout = state.Duration(5 * time.Second)
@@ -137,7 +114,7 @@ func TestStopAndRestartServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveEcho(t, "b1-again", lis)
+	testutil.ServeEcho(t, lis, echo.Options{Name: "b1-again"})
 	st, took = waitState(t, c, "sg-1", addr1, StateHealthy, bound)
 	t.Logf("restarted server healthy after %v", took)
 	if st.Reason != "grpc-status 12 (UNIMPLEMENTED)" || st.ConsecutiveSuccesses != 2 {
@@ -175,7 +152,7 @@ func TestCodeOutsideSet(t *testing.T) {
 func TestGRPCHealthNotServing(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
-	srv, addr := startEcho(t, "b1")
+	srv, addr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	hc := fastCheck(state.HealthGRPCHealth)
 	c.Apply([]Group{{ID: "sg-1", Check: hc, Targets: []Target{{Addr: addr, Weight: 100}}}})
 	waitState(t, c, "sg-1", addr, StateHealthy, detectWithin(hc))
@@ -190,7 +167,7 @@ func TestHTTPAndTCPGroups(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
 	silent := startSilent(t)
-	refused := closedPort(t)
+	refused := testutil.ClosedAddr(t)
 	httpCheck := fastCheck(state.ProtocolHTTP)
 	httpCheck.Method, httpCheck.Path = "GET", "/"
 	c.Apply([]Group{
@@ -210,7 +187,7 @@ func TestHTTPAndTCPGroups(t *testing.T) {
 func TestHealthyThreshold(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
-	_, addr := startEcho(t, "b1")
+	_, addr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	hc := fastCheck(state.ProtocolGRPC)
 	hc.HealthyThreshold = 3
 	c.Apply([]Group{{ID: "sg-1", Check: hc, Targets: []Target{{Addr: addr, Weight: 100}}}})
@@ -234,7 +211,7 @@ func TestHealthyThreshold(t *testing.T) {
 func TestUnhealthyThresholdAndPassiveFailures(t *testing.T) {
 	t.Parallel()
 	c, logs := newChecker(t)
-	_, addr := startEcho(t, "b1")
+	_, addr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	hc := fastCheck(state.ProtocolGRPC)
 	// A long interval: after its first check the server is left to the
 	// passive signal alone.
@@ -269,7 +246,7 @@ func TestUnhealthyThresholdAndPassiveFailures(t *testing.T) {
 func TestFailOpen(t *testing.T) {
 	t.Parallel()
 	c, logs := newChecker(t)
-	addr1, addr2 := closedPort(t), closedPort(t)
+	addr1, addr2 := testutil.ClosedAddr(t), testutil.ClosedAddr(t)
 	b1, b2 := balancer.NewBackend(addr1, 100), balancer.NewBackend(addr2, 100)
 	hc := fastCheck(state.ProtocolGRPC)
 	c.Apply([]Group{{ID: "sg-1", Check: hc, Targets: []Target{
@@ -295,7 +272,7 @@ func TestFailOpen(t *testing.T) {
 	}
 
 	// A healthy server added live ends it.
-	_, addr3 := startEcho(t, "b3")
+	_, addr3 := testutil.StartEcho(t, echo.Options{Name: "b3"})
 	b3 := balancer.NewBackend(addr3, 100)
 	c.Apply([]Group{{ID: "sg-1", Check: hc, Targets: []Target{
 		{Addr: addr1, Weight: 100, Backend: b1},
@@ -314,7 +291,7 @@ func TestWeightZeroNotChecked(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
 	silent := startSilent(t)
-	_, addr := startEcho(t, "b1")
+	_, addr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	b0 := balancer.NewBackend(silent.addr, 0)
 	hc := fastCheck(state.ProtocolTCP)
 	group := func(weight int) []Group {
@@ -349,7 +326,7 @@ func TestWeightZeroNotChecked(t *testing.T) {
 func TestDisabledGroup(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
-	refused := closedPort(t)
+	refused := testutil.ClosedAddr(t)
 	b := balancer.NewBackend(refused, 100)
 	hc := fastCheck(state.ProtocolGRPC)
 	apply := func(enabled bool) {
@@ -378,7 +355,7 @@ func TestDisabledGroup(t *testing.T) {
 func TestLiveSettingsChange(t *testing.T) {
 	t.Parallel()
 	c, _ := newChecker(t)
-	_, addr := startEcho(t, "b1")
+	_, addr := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	hc := fastCheck(state.ProtocolGRPC)
 	// The interval is long, so only the change itself can cause a check soon.
 	hc.Interval = state.Duration(50 * time.Second)
@@ -412,7 +389,7 @@ func TestLiveSettingsChange(t *testing.T) {
 	waitFor(t, c, "sg-1", addr, time.Second, "checked by TCP", func(s ServerStatus) bool { return s.Reason == "connected" })
 
 	// Servers added and removed live.
-	_, addr2 := startEcho(t, "b2")
+	_, addr2 := testutil.StartEcho(t, echo.Options{Name: "b2"})
 	apply(hc, addr, addr2)
 	waitFor(t, c, "sg-1", addr2, time.Second, "checked", func(s ServerStatus) bool { return s.Reason == "connected" })
 	apply(hc, addr2)

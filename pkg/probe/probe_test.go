@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/albctl/albctl/internal/testutil"
 )
 
 const svcName = "grpc.testing.TestService"
@@ -183,7 +185,7 @@ func TestFailures(t *testing.T) {
 	http1Addr := startRaw(t, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 	// albctl's listeners answer plaintext with a 400 that names the problem.
 	httpsAddr := startRaw(t, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\nThis port expects TLS with HTTP/2 (gRPC); the client sent plaintext.\n")
-	refusedAddr := closedPort(t)
+	refusedAddr := testutil.ClosedAddr(t)
 	_, tlsPort, _ := net.SplitHostPort(tlsAddr)
 	unknownName := func(context.Context, string) ([]string, []string, error) {
 		return nil, nil, &net.DNSError{Err: "no such host", Name: "nope.example.test", IsNotFound: true}
@@ -256,7 +258,7 @@ func TestFailures(t *testing.T) {
 // TestRefusedIsFast makes sure a refused port is reported at once rather
 // than after the connect timeout, and that Env.Hint's text is used.
 func TestRefusedIsFast(t *testing.T) {
-	addr := closedPort(t)
+	addr := testutil.ClosedAddr(t)
 	env := Env{Hint: func(f Failure) string {
 		return fmt.Sprintf("no listener on port %s", f.Port())
 	}}
@@ -319,18 +321,6 @@ func TestUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr:\n%s\nwant it to start with %q", c.args, res.code, res.stderr, c.want)
 		}
 	}
-}
-
-// closedPort returns a 127.0.0.1 address on which nothing listens.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
 }
 
 // writeProtoset writes fd and everything it imports as a FileDescriptorSet.

@@ -28,6 +28,8 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+
+	"github.com/albctl/albctl/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -97,10 +99,6 @@ func (testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer
 // returns the address. tlsConf nil means plaintext.
 func startGRPC(t *testing.T, tlsConf *tls.Config, withReflection bool) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var opts []grpc.ServerOption
 	if tlsConf != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
@@ -110,9 +108,7 @@ func startGRPC(t *testing.T, tlsConf *tls.Config, withReflection bool) string {
 	if withReflection {
 		reflection.Register(srv)
 	}
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return testutil.StartGRPC(t, srv)
 }
 
 // startTLSOnly runs a bare TLS server that completes handshakes and then

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,10 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/certs"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
@@ -24,47 +23,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
-
-// syncBuffer is a log that the test reads while serve writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func startEcho(t *testing.T, opts echo.Options) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := echo.NewServer(opts)
-	go func() { _ = s.Serve(l) }()
-	t.Cleanup(s.Stop)
-	return l.Addr().String()
-}
-
-// freePort returns a port that was free a moment ago; listeners in the state need a fixed one.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func server(t *testing.T, addr string, weight int) state.Server {
 	host, port, _ := net.SplitHostPort(addr)
@@ -77,7 +35,7 @@ type fixture struct {
 	caCert, caKey string
 	port          int
 	caPool        *x509.CertPool
-	log           *syncBuffer
+	log           *testutil.SyncBuffer
 	admin         string
 	done          chan error
 	cancel        context.CancelFunc
@@ -86,7 +44,7 @@ type fixture struct {
 // startServe writes the tutorial's state with the given servers and runs serve on it.
 func startServe(t *testing.T, servers ...state.Server) *fixture {
 	t.Helper()
-	f := &fixture{store: state.NewFileStore(filepath.Join(t.TempDir(), "state.json")), port: freePort(t), log: &syncBuffer{}, done: make(chan error, 1)}
+	f := &fixture{store: state.NewFileStore(filepath.Join(t.TempDir(), "state.json")), port: testutil.FreePort(t), log: &testutil.SyncBuffer{}, done: make(chan error, 1)}
 	caCert, caKey, err := certs.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -172,8 +130,8 @@ func count(t *testing.T, c echopb.EchoClient, n int) map[string]int {
 }
 
 func TestServeBalancesAndFollowsTheStateFile(t *testing.T) {
-	b1 := startEcho(t, echo.Options{Name: "b1"})
-	b2 := startEcho(t, echo.Options{Name: "b2"})
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
+	_, b2 := testutil.StartEcho(t, echo.Options{Name: "b2"})
 	f := startServe(t, server(t, b1, 100), server(t, b2, 50))
 	c := f.client(t)
 
@@ -182,7 +140,7 @@ func TestServeBalancesAndFollowsTheStateFile(t *testing.T) {
 	}
 
 	// A server added to the state gets calls within a second, without restarting anything.
-	b3 := startEcho(t, echo.Options{Name: "b3"})
+	_, b3 := testutil.StartEcho(t, echo.Options{Name: "b3"})
 	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
 		_, err := s.AddServers("grpc-backends", []state.Server{server(t, b3, 100)})
 		return err
@@ -213,7 +171,7 @@ func TestServeBalancesAndFollowsTheStateFile(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
-	b1 := startEcho(t, echo.Options{Name: "b1"})
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	f := startServe(t, server(t, b1, 100))
 	count(t, f.client(t), 3)
 
@@ -235,7 +193,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	// A second serve for the same state file is refused and leaves the first running.
-	err = Run(context.Background(), Options{Store: f.store, Log: &syncBuffer{}})
+	err = Run(context.Background(), Options{Store: f.store, Log: &testutil.SyncBuffer{}})
 	if err == nil || !strings.Contains(err.Error(), "albctl serve is already running for") {
 		t.Fatalf("second serve: %v", err)
 	}
@@ -255,7 +213,7 @@ func TestAdminAPI(t *testing.T) {
 }
 
 func TestShutdownLetsCallsInFlightFinish(t *testing.T) {
-	slow := startEcho(t, echo.Options{Name: "slow", Delay: 700 * time.Millisecond})
+	_, slow := testutil.StartEcho(t, echo.Options{Name: "slow", Delay: 700 * time.Millisecond})
 	f := startServe(t, server(t, slow, 100))
 	c := f.client(t)
 	count(t, c, 1) // connect first, so the call below is in flight when shutdown starts
@@ -293,14 +251,8 @@ func getText(t *testing.T, url string) string {
 // interval 1s, thresholds 2. A stopped server is marked unhealthy within interval × threshold
 // + timeout, after which calls do not fail; restarted, it is healthy and gets calls again.
 func TestHealthChecksTakeADeadServerOut(t *testing.T) {
-	b1 := startEcho(t, echo.Options{Name: "b1"})
-	l2, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b2Addr := l2.Addr().String()
-	b2 := echo.NewServer(echo.Options{Name: "b2"})
-	go func() { _ = b2.Serve(l2) }()
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
+	b2, b2Addr := testutil.StartEcho(t, echo.Options{Name: "b2"})
 
 	f := startServe(t, server(t, b1, 100), server(t, b2Addr, 100))
 	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
@@ -348,13 +300,11 @@ func TestHealthChecksTakeADeadServerOut(t *testing.T) {
 		t.Fatalf("200 calls after the server died: %v", got)
 	}
 
-	l2, err = net.Listen("tcp", b2Addr)
+	l2, err := net.Listen("tcp", b2Addr)
 	if err != nil {
 		t.Fatalf("restart on the same port: %v", err)
 	}
-	b2 = echo.NewServer(echo.Options{Name: "b2"})
-	go func() { _ = b2.Serve(l2) }()
-	t.Cleanup(b2.Stop)
+	testutil.ServeEcho(t, l2, echo.Options{Name: "b2"})
 	waitFor(b2Addr, health.StateHealthy, 5*time.Second)
 	if got := count(t, c, 40); got["b2"] == 0 {
 		t.Fatalf("the restarted server gets no calls: %v", got)
@@ -367,7 +317,7 @@ func TestHealthChecksTakeADeadServerOut(t *testing.T) {
 // TestSNIPicksTheCertificate attaches a second certificate to the running listener: clients that
 // ask for its name get it, the others keep the default.
 func TestSNIPicksTheCertificate(t *testing.T) {
-	b1 := startEcho(t, echo.Options{Name: "b1"})
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
 	f := startServe(t, server(t, b1, 100))
 	certPEM, keyPEM, notAfter, err := certs.Issue(f.caCert, f.caKey, []string{"api.example.test"}, time.Now())
 	if err != nil {

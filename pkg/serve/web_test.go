@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/state"
 )
@@ -33,7 +34,7 @@ func TestServeRunsHTTPListenersOfHTTPGroups(t *testing.T) {
 		backends = append(backends, s)
 	}
 	f := startServe(t)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	if _, err := f.store.Update(context.Background(), func(s *state.State) error {
 		sg := state.NewServerGroup("web", state.ProtocolHTTP)
 		sg.HealthCheck.Interval, sg.HealthCheck.HealthyThreshold, sg.HealthCheck.UnhealthyThreshold = state.Duration(time.Second), 2, 2
@@ -78,8 +79,14 @@ func TestServeRunsHTTPListenersOfHTTPGroups(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if want := `msg="listener serving"`; !strings.Contains(f.log.String(), want) || !strings.Contains(f.log.String(), "addr=127.0.0.1:"+strconv.Itoa(port)) {
-		t.Fatalf("no %s line for the listener added while serving:\n%s", want, f.log.String())
+	// serve logs the new listener once Apply has returned, which may be after the first answer.
+	logged := func() bool {
+		return strings.Contains(f.log.String(), `msg="listener serving"`) && strings.Contains(f.log.String(), "addr=127.0.0.1:"+strconv.Itoa(port))
+	}
+	for deadline := time.Now().Add(2 * time.Second); !logged(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listener serving line for the listener added while serving:\n%s", f.log.String())
+		}
 	}
 	if got := counts(20); got["200 w1"] != 10 || got["200 w2"] != 10 {
 		t.Fatalf("20 requests landed %v, want 10 on each server", got)
