@@ -39,6 +39,13 @@ type backConn struct {
 	readerDone chan struct{}
 }
 
+// hasCalls reports whether calls are on the connection.
+func (bc *backConn) hasCalls() bool {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	return len(bc.calls) > 0
+}
+
 // backendIdleTimeout closes a backend connection that carried no call for
 // this long, as the x/net engine's transport does.
 const backendIdleTimeout = 5 * time.Minute
@@ -172,6 +179,7 @@ func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
 	u.mu.Unlock()
 	bc.idleSince = time.Now()
 	bc.idleTimer = time.AfterFunc(backendIdleTimeout, bc.checkIdle)
+	bc.startKeepalive(backendReadIdle, backendPingTimeout, bc.hasCalls)
 	go bc.readLoop(br)
 
 	select {
@@ -208,11 +216,15 @@ func (bc *backConn) readLoop(br *bufio.Reader) {
 	defer fl.flush()
 read:
 	for {
-		if fl.big || !frameBuffered(br) {
+		wait := !frameBuffered(br)
+		if fl.big || wait {
 			fl.flush()
 		}
 		var f http2.Frame
 		f, err = bc.fr.ReadFrame()
+		if wait {
+			bc.noteRead()
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -307,6 +319,9 @@ read:
 
 	// The connection is gone: calls still on it fail.
 	bc.idleTimer.Stop()
+	if dead := bc.stopKeepalive(); dead != nil {
+		err = dead
+	}
 	bc.nc.Close()
 	u.pool.mu.Lock()
 	bc.closed = true

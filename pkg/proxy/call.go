@@ -150,11 +150,7 @@ func (s *fcall) connect() {
 			s.unlock()
 			return
 		}
-		u.backend.RecordConnectFailure()
-		s.p.metrics.connFails.Add(1)
-		if s.p.opts.OnConnectFailure != nil {
-			s.p.opts.OnConnectFailure(s.st.group.id, u.addr, err)
-		}
+		s.p.connectFailed(s.st.group.id, u, err)
 		s.connFails++
 		var next balancer.Result
 		var perr error

@@ -73,6 +73,8 @@ type h2conn struct {
 	recvCredit uint32
 	hr         *headerReader
 
+	keepalive keepalive
+
 	// flushMu orders socket writes; spare is the buffer out is swapped
 	// with, only touched under flushMu.
 	flushMu sync.Mutex

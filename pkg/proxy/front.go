@@ -62,6 +62,7 @@ func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 		idleSince:  time.Now(),
 	}
 	fc.init(tc, sc, br, newHeaderReader(maxHeaderBytes, requestPseudo), (*fcall).resumeResponse)
+	fc.startKeepalive(clientReadIdle, clientPingTimeout, nil)
 	defer fc.close()
 	fc.wmu.Lock()
 	_ = fc.fr.WriteSettings(
@@ -90,6 +91,9 @@ func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 
 	fl := &flushList{}
 	err := fc.readLoop(br, fl)
+	if dead := fc.stopKeepalive(); dead != nil {
+		err = dead
+	}
 	fc.mu.Lock()
 	fc.closing = true
 	fc.idleTimer.Stop()
@@ -113,10 +117,14 @@ func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 
 func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 	for first := true; ; first = false {
-		if fl.big || !frameBuffered(br) {
+		wait := !frameBuffered(br)
+		if fl.big || wait {
 			fl.flush()
 		}
 		f, err := fc.fr.ReadFrame()
+		if wait {
+			fc.noteRead()
+		}
 		if first && err == nil {
 			// The client's preface ends with its SETTINGS; anything else is
 			// not an HTTP/2 client.

@@ -103,8 +103,8 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group) {
 				MaxConcurrentStreams: l.p.opts.MaxConcurrentStreams,
 				IdleTimeout:          idle,
 				// Detect clients that vanished while holding a stream.
-				ReadIdleTimeout: 60 * time.Second,
-				PingTimeout:     15 * time.Second,
+				ReadIdleTimeout: clientReadIdle,
+				PingTimeout:     clientPingTimeout,
 			},
 			hs:          &http.Server{MaxHeaderBytes: maxHeaderBytes},
 			idleTimeout: idle,

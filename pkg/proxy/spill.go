@@ -21,6 +21,8 @@ import (
 type spillConn struct {
 	net.Conn
 	spilling atomic.Bool // the queue's goroutine runs
+	// stuckTimeout is stuckWriteTimeout; tests shorten it.
+	stuckTimeout time.Duration
 
 	mu      sync.Mutex
 	queue   []byte
@@ -42,7 +44,9 @@ const (
 
 var errPeerNotReading = errors.New("peer stopped reading")
 
-func newSpillConn(c net.Conn) *spillConn { return &spillConn{Conn: c} }
+func newSpillConn(c net.Conn) *spillConn {
+	return &spillConn{Conn: c, stuckTimeout: stuckWriteTimeout}
+}
 
 func (c *spillConn) Write(p []byte) (int, error) {
 	if c.spilling.Load() {
@@ -93,7 +97,7 @@ func (c *spillConn) writeQueue() {
 		}
 		buf, c.queue = c.queue, buf[:0]
 		c.mu.Unlock()
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(stuckWriteTimeout))
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.stuckTimeout))
 		if _, err := c.Conn.Write(buf); err != nil {
 			c.mu.Lock()
 			if c.err == nil {

@@ -109,9 +109,10 @@ func (p *Proxy) newUpstream(groupID, addr string, weight int) *upstream {
 		// for gzip and inflate the answer.
 		DisableCompression: true,
 		DialTLSContext:     u.dial,
-		// Detect a dead backend connection that carries long streams.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     10 * time.Second,
+		// Detect a dead backend connection that carries long streams, as
+		// rarely as grpc-go servers allow (see keepalive.go).
+		ReadIdleTimeout: backendReadIdle,
+		PingTimeout:     backendPingTimeout,
 		IdleConnTimeout: 5 * time.Minute,
 	}
 	u.web = &http.Transport{
