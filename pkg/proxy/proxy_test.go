@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,11 +13,13 @@ import (
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/albctl/albctl/internal/testutil"
 )
 
 func TestCallKinds(t *testing.T) {
 	b := startBackend(t, "b1")
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	p, addr := startProxy(t, Options{AccessLog: &logBuf, AccessLogFormat: AccessLogJSON},
 		testConfig(t, GroupConfig{Servers: servers(100, b)}))
 	client := dial(t, addr)
@@ -249,7 +250,7 @@ func TestErrorsAreGRPC(t *testing.T) {
 	dead.srv.Stop()
 
 	t.Run("refused", func(t *testing.T) {
-		var mu syncBuffer
+		var mu testutil.SyncBuffer
 		_, addr := startProxy(t, Options{OnConnectFailure: func(g, a string, err error) {
 			mu.Write([]byte(g + " " + a))
 		}}, testConfig(t, GroupConfig{Servers: servers(100, dead)}))
@@ -278,22 +279,4 @@ func TestErrorsAreGRPC(t *testing.T) {
 			t.Fatalf("dead server: %+v, want 5 connect failures", st)
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/albctl/albctl/internal/testutil"
 )
 
 // webBackend is a real HTTP/1.1 server on 127.0.0.1 that answers with its
@@ -136,7 +138,7 @@ func TestWebHTTPSBalancesEachRequest(t *testing.T) {
 
 func TestWebPlainHTTPWithBodyAccessLogAndMetrics(t *testing.T) {
 	b := webBackend(t, "b1", false)
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	p, addr := startProxy(t, Options{AccessLog: &logBuf, AccessLogFormat: AccessLogJSON},
 		webConfig(t, false, GroupConfig{Servers: []ServerConfig{{Addr: hostPort(b), Weight: 100}}}))
 
