@@ -1,6 +1,7 @@
 // Package check walks albctl's configuration for one DOMAIN:PORT end to end, as a checklist:
 // DNS record chain, load balancer, listener, certificate, server group, the servers' health in
-// the running serve, and one real call through the listener. It stops at the first failing step,
+// the running serve, and one real call (a gRPC call, or an HTTP request for an HTTP server
+// group) through the listener. It stops at the first failing step,
 // so a CI smoke test learns what broke and where.
 package check
 
@@ -11,7 +12,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -42,8 +45,9 @@ type Input struct {
 	Admin string
 	Host  string
 	Port  int
-	// Method is "/package.Service/Method" to call, or "" to call the group's health-check path.
-	Method  string
+	// Request is what to send: SERVICE/METHOD (or SERVICE.METHOD) for a gRPC group, a path
+	// such as /healthz for an HTTP group; "" sends the group's health check.
+	Request string
 	Timeout time.Duration
 }
 
@@ -119,16 +123,28 @@ func (w *walk) findListener(context.Context) (string, error) {
 		l := &w.in.State.Listeners[i]
 		if l.LBID == w.lb.ID && l.Port == w.in.Port {
 			w.listener = l
-			if l.Protocol != state.ProtocolHTTPS || !l.HTTP2 {
+			sg, err := w.in.State.ServerGroup(l.ServerGroupID)
+			if err != nil {
+				return "", err
+			}
+			w.group = sg
+			if sg.Protocol == state.ProtocolGRPC && (l.Protocol != state.ProtocolHTTPS || !l.HTTP2) {
 				return "", fmt.Errorf("listener %s on port %d is %s without HTTP/2: gRPC needs HTTPS with HTTP/2", l.ID, l.Port, l.Protocol)
 			}
-			return fmt.Sprintf("%s: HTTPS with HTTP/2 on port %d", l.ID, l.Port), nil
+			http2 := "with HTTP/2"
+			if !l.HTTP2 {
+				http2 = "HTTP/1.1 only"
+			}
+			return fmt.Sprintf("%s: %s %s on port %d", l.ID, l.Protocol, http2, l.Port), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)
 }
 
 func (w *walk) certificate(context.Context) (string, error) {
+	if w.listener.Protocol == state.ProtocolHTTP {
+		return "none: the listener is plaintext HTTP", nil
+	}
 	c, err := w.in.State.Certificate(w.listener.CertificateID)
 	if err != nil {
 		return "", err
@@ -160,11 +176,7 @@ func parseLeaf(certPEM string) (*x509.Certificate, error) {
 }
 
 func (w *walk) serverGroup(context.Context) (string, error) {
-	sg, err := w.in.State.ServerGroup(w.listener.ServerGroupID)
-	if err != nil {
-		return "", err
-	}
-	w.group = sg
+	sg := w.group
 	active := 0
 	for _, s := range sg.Servers {
 		if s.Weight > 0 {
@@ -214,12 +226,42 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 }
 func (rawCodec) Name() string { return "albctl-raw" }
 
-// call makes one real call through the listener, verifying TLS against the listener's own
-// certificate, so only albctl's listener can pass.
+// MethodPath turns grpcurl's SERVICE/METHOD or SERVICE.METHOD into a call path.
+func MethodPath(s string) (string, error) {
+	s = strings.TrimPrefix(s, "/")
+	if i := strings.LastIndex(s, "/"); i > 0 && i < len(s)-1 {
+		return "/" + s, nil
+	}
+	if i := strings.LastIndex(s, "."); i > 0 && i < len(s)-1 {
+		return "/" + s[:i] + "/" + s[i+1:], nil
+	}
+	return "", fmt.Errorf("invalid method %q: give SERVICE/METHOD, such as albctl.echo.v1.Echo/UnaryEcho", s)
+}
+
+// roots trusts the listener's own certificate and albctl's CA, so only albctl's listener can
+// pass.
+func (w *walk) roots() *x509.CertPool {
+	roots := x509.NewCertPool()
+	roots.AddCert(w.leaf)
+	if w.in.State.CA != nil {
+		roots.AppendCertsFromPEM([]byte(w.in.State.CA.CertPEM))
+	}
+	return roots
+}
+
+// call makes one real call through the listener, TLS verified.
 func (w *walk) call(ctx context.Context) (string, error) {
-	method, want := w.in.Method, func(err error) bool { return err == nil }
-	wantText := "OK"
-	if method == "" {
+	if w.group.Protocol != state.ProtocolGRPC {
+		return w.request(ctx)
+	}
+	want := func(err error) bool { return err == nil }
+	wantText, method := "OK", ""
+	if w.in.Request != "" {
+		var err error
+		if method, err = MethodPath(w.in.Request); err != nil {
+			return "", err
+		}
+	} else {
 		hc := w.group.HealthCheck
 		if hc.Protocol != state.ProtocolGRPC {
 			return "skipped: give SERVICE/METHOD to make a call (the group's health check is not a gRPC method call)", nil
@@ -231,13 +273,8 @@ func (w *walk) call(ctx context.Context) (string, error) {
 		method, wantText = hc.Path, "a status in "+hc.Codes
 		want = func(err error) bool { return codes.Contains(int(status.Code(err))) }
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(w.leaf)
-	if w.in.State.CA != nil {
-		roots.AppendCertsFromPEM([]byte(w.in.State.CA.CertPEM))
-	}
 	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
-	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: w.in.Host})
+	creds := credentials.NewTLS(&tls.Config{RootCAs: w.roots(), ServerName: w.in.Host})
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		return "", err
@@ -254,4 +291,55 @@ func (w *walk) call(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%s through %s: grpc-status %s: %s, want %s", method, target, health.CodeText(int(st.Code())), st.Message(), wantText)
 	}
 	return fmt.Sprintf("%s → grpc-status %s in %v", method, health.CodeText(int(status.Code(err))), took), nil
+}
+
+// request sends one HTTP request through the listener of an HTTP group: GET of the given path,
+// which must not answer 5xx, or else the group's health check, which must answer one of its
+// codes.
+func (w *walk) request(ctx context.Context) (string, error) {
+	hc := w.group.HealthCheck
+	method, path := http.MethodGet, w.in.Request
+	wantText, want := "no 5xx", func(code int) bool { return code < 500 }
+	if path == "" {
+		if hc.Protocol != state.ProtocolHTTP {
+			return "skipped: give a PATH to request (the group's health check is not an HTTP request)", nil
+		}
+		method, path, wantText = hc.Method, hc.Path, hc.Codes
+		want = func(code int) bool { return state.HTTPCodeAllowed(hc.Codes, code) }
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", fmt.Errorf("invalid path %q: the listener forwards to HTTP group %s, give a path such as /healthz", path, w.group.Name)
+	}
+	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
+	scheme := "http"
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, target)
+		},
+		ForceAttemptHTTP2: true,
+	}
+	defer transport.CloseIdleConnections()
+	if w.listener.Protocol == state.ProtocolHTTPS {
+		scheme = "https"
+		transport.TLSClientConfig = &tls.Config{RootCAs: w.roots(), ServerName: w.in.Host}
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.in.Timeout)
+	defer cancel()
+	url := scheme + "://" + net.JoinHostPort(w.in.Host, strconv.Itoa(w.in.Port)) + path
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	res, err := transport.RoundTrip(req)
+	if err != nil {
+		return "", fmt.Errorf("%s %s through %s: %v", method, path, target, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<20))
+	res.Body.Close()
+	took := time.Since(start).Round(100 * time.Microsecond)
+	if !want(res.StatusCode) {
+		return "", fmt.Errorf("%s %s through %s: %s, want %s", method, path, target, res.Status, wantText)
+	}
+	return fmt.Sprintf("%s %s → %s (%s) in %v", method, path, res.Status, res.Proto, took), nil
 }
