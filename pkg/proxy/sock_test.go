@@ -94,14 +94,15 @@ func TestSockConnDeadlines(t *testing.T) {
 	}
 
 	// The peer reads nothing, so the write fills the socket and then times
-	// out, reporting how much went through.
-	sc.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	// out, reporting how much went through (nothing, on a machine so busy
+	// that the deadline passed before the first attempt).
+	sc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	n, err := sc.Write(make([]byte, 64<<20))
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("write past its deadline: %v, want a timeout", err)
 	}
-	if n <= 0 || n >= 64<<20 {
-		t.Fatalf("write reported %d bytes written, want some but not all", n)
+	if n < 0 || n >= 64<<20 {
+		t.Fatalf("write reported %d bytes written, want fewer than all", n)
 	}
 }
 
