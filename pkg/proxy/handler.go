@@ -98,7 +98,8 @@ func (p *Proxy) record(listenerID, client, method, server string, code int, star
 }
 
 // recordAs is record for a gRPC call (code is its grpc-status) or, with
-// web set, for an HTTP request (code is its HTTP status).
+// web set, for an HTTP request (method is "GET /path", code is its HTTP
+// status).
 func (p *Proxy) recordAs(web bool, listenerID, client, method, server string, code int, start time.Time, in, out int64) {
 	p.metrics.active.Add(-1)
 	d := time.Since(start)
@@ -106,7 +107,12 @@ func (p *Proxy) recordAs(web bool, listenerID, client, method, server string, co
 	if label == "" {
 		label = "-"
 	}
-	p.metrics.record(callKey{web: web, listener: listenerID, method: method, server: label, code: code}, d, in, out)
+	metricMethod := method
+	if web {
+		// "GET /path": paths are unbounded, so the metrics keep only the HTTP method.
+		metricMethod, _, _ = strings.Cut(method, " ")
+	}
+	p.metrics.record(callKey{web: web, listener: listenerID, method: metricMethod, server: label, code: code}, d, in, out)
 	if p.accessLog != nil {
 		r := &AccessRecord{
 			Time: start, Client: client, Listener: listenerID, Method: method,

@@ -130,7 +130,7 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	fmt.Fprintln(bw, "# HELP albctl_proxy_calls_total gRPC calls handled, by listener, method, backend server and grpc-status.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_calls_total counter")
 	writeCalls(bw, m, keys, false, "albctl_proxy_calls_total", "grpc_status")
-	fmt.Fprintln(bw, "# HELP albctl_proxy_http_requests_total HTTP requests handled (listeners of HTTP server groups), by listener, method and path, backend server and status code.")
+	fmt.Fprintln(bw, "# HELP albctl_proxy_http_requests_total HTTP requests handled (listeners of HTTP server groups), by listener, HTTP method, backend server and status code.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_http_requests_total counter")
 	writeCalls(bw, m, keys, true, "albctl_proxy_http_requests_total", "code")
 
