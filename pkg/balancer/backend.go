@@ -6,11 +6,16 @@
 // New for one scheduler ("wrr", "wlc" or "sch"); the data plane swaps the
 // whole Picker atomically when the group changes, so picking never takes a
 // lock shared with reconfiguration and never allocates.
+//
+// A backend that joins a running group or comes back from unhealthy is
+// warming: with slow start (WithSlowStart), wrr and wlc ramp its weight up
+// over the slow-start duration instead of giving it its full share cold.
 package balancer
 
 import (
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Health is the state a health checker last reported for a backend.
@@ -48,6 +53,10 @@ type Backend struct {
 	health      atomic.Int32
 	draining    atomic.Bool
 	outstanding atomic.Int64
+	// warmingSince is when the backend started warming, in Unix
+	// nanoseconds; 0 means it is not warming. A picker with slow start
+	// clears it once the ramp is over.
+	warmingSince atomic.Int64
 
 	picks           atomic.Uint64
 	failOpenPicks   atomic.Uint64
@@ -81,8 +90,23 @@ func (b *Backend) SetWeight(w int) {
 // Health returns the last reported health.
 func (b *Backend) Health() Health { return Health(b.health.Load()) }
 
-// SetHealth records the health checker's verdict.
-func (b *Backend) SetHealth(h Health) { b.health.Store(int32(h)) }
+// SetHealth records the health checker's verdict. A backend that goes from
+// unhealthy to healthy starts warming: it has been out of rotation, and its
+// connections and caches are cold.
+func (b *Backend) SetHealth(h Health) {
+	old := Health(b.health.Swap(int32(h)))
+	if old == HealthUnhealthy && h == HealthHealthy {
+		b.StartWarming()
+	}
+}
+
+// StartWarming starts the backend's slow start now; it matters only to
+// pickers built with WithSlowStart.
+func (b *Backend) StartWarming() { b.warmingSince.Store(time.Now().UnixNano()) }
+
+// Warming reports whether the backend started warming and no picker has seen
+// its ramp end yet.
+func (b *Backend) Warming() bool { return b.warmingSince.Load() != 0 }
 
 // Draining reports whether the backend refuses new calls.
 func (b *Backend) Draining() bool { return b.draining.Load() }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Scheduler names, as in the server group model.
@@ -46,18 +47,38 @@ type Picker interface {
 	Backends() []*Backend
 }
 
+// Option changes how New builds a picker.
+type Option func(*settings)
+
+type settings struct {
+	slowStart time.Duration
+}
+
+// WithSlowStart ramps the weight of each warming backend linearly from a
+// tenth of its weight up to all of it over d; 0 turns slow start off. Only
+// wrr and wlc ramp: sch keeps every client on its own server, so it ignores
+// slow start.
+func WithSlowStart(d time.Duration) Option {
+	return func(s *settings) { s.slowStart = d }
+}
+
 // New builds a picker for the scheduler over the backends, using the weights
 // they hold now.
-func New(scheduler string, backends []*Backend) (Picker, error) {
+func New(scheduler string, backends []*Backend, opts ...Option) (Picker, error) {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
+	slowStart := max(int64(set.slowStart), 0)
 	members := make([]member, len(backends))
 	for i, b := range backends {
 		members[i] = member{backend: b, weight: int64(b.Weight())}
 	}
 	switch scheduler {
 	case SchedulerWRR, "":
-		return &wrrPicker{members: members, current: make([]int64, len(members))}, nil
+		return &wrrPicker{members: members, current: make([]int64, len(members)), slowStart: slowStart}, nil
 	case SchedulerWLC:
-		return &wlcPicker{members: members}, nil
+		return &wlcPicker{members: members, slowStart: slowStart}, nil
 	case SchedulerSCH:
 		return newSCH(members), nil
 	}
@@ -67,6 +88,47 @@ func New(scheduler string, backends []*Backend) (Picker, error) {
 type member struct {
 	backend *Backend
 	weight  int64
+}
+
+// weightScale is the unit of effective weights: weight w counts as
+// w*weightScale, so that a warming backend of weight 1 still has a share.
+const weightScale = 1000
+
+// warmFloor is the part of its weight (in weightScale units) a backend gets
+// as soon as it starts warming. A tenth lets it take some calls at once, so
+// its connections and caches start warming and a broken server shows up
+// early, without putting its full share on it cold.
+const warmFloor = weightScale / 10
+
+// ramp gives the effective weights of warming backends for one pick. The
+// pickers' loops call warmingSince for each member, which costs one atomic
+// load (none without slow start), and weight only for a warming one; the
+// clock is read at most once per pick, and only then.
+type ramp struct {
+	slowStart int64 // nanoseconds; 0 = off
+	now       int64 // Unix nanoseconds, read on first need
+}
+
+// warmingSince returns when m started warming, or 0.
+func (r *ramp) warmingSince(m *member) int64 {
+	if r.slowStart == 0 {
+		return 0
+	}
+	return m.backend.warmingSince.Load()
+}
+
+// weight returns the effective weight of m, warming since the time given.
+func (r *ramp) weight(m *member, since int64) int64 {
+	if r.now == 0 {
+		r.now = time.Now().UnixNano()
+	}
+	elapsed := r.now - since
+	if elapsed >= r.slowStart {
+		// Compare-and-swap: the backend may have started warming again.
+		m.backend.warmingSince.CompareAndSwap(since, 0)
+		return m.weight * weightScale
+	}
+	return m.weight * max(elapsed*weightScale/r.slowStart, warmFloor)
 }
 
 // usable reports whether m may take a new call. Health is ignored on the
@@ -110,9 +172,10 @@ func pickTwice(members []member, exclude *Backend, pass func(ignoreHealth bool) 
 // subtracts the total from it. Over sum(weights) picks each backend is chosen
 // exactly weight times, interleaved rather than in bursts.
 type wrrPicker struct {
-	members []member
-	mu      sync.Mutex
-	current []int64
+	members   []member
+	slowStart int64
+	mu        sync.Mutex
+	current   []int64
 }
 
 func (p *wrrPicker) Backends() []*Backend { return backendsOf(p.members) }
@@ -120,6 +183,7 @@ func (p *wrrPicker) Backends() []*Backend { return backendsOf(p.members) }
 func (p *wrrPicker) Pick(_ string, exclude *Backend) (Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	r := ramp{slowStart: p.slowStart}
 	return pickTwice(p.members, exclude, func(ignoreHealth bool) int {
 		best, total := -1, int64(0)
 		for i := range p.members {
@@ -127,8 +191,12 @@ func (p *wrrPicker) Pick(_ string, exclude *Backend) (Result, error) {
 			if !m.usable(exclude, ignoreHealth) {
 				continue
 			}
-			p.current[i] += m.weight
-			total += m.weight
+			w := m.weight * weightScale
+			if since := r.warmingSince(m); since != 0 {
+				w = r.weight(m, since)
+			}
+			p.current[i] += w
+			total += w
 			if best < 0 || p.current[i] > p.current[best] {
 				best = i
 			}
@@ -144,8 +212,9 @@ func (p *wrrPicker) Pick(_ string, exclude *Backend) (Result, error) {
 // weight. The scan starts at a rotating position so that ties (for example
 // an idle group) are broken round robin.
 type wlcPicker struct {
-	members []member
-	next    atomic.Uint64
+	members   []member
+	slowStart int64
+	next      atomic.Uint64
 }
 
 func (p *wlcPicker) Backends() []*Backend { return backendsOf(p.members) }
@@ -156,6 +225,7 @@ func (p *wlcPicker) Pick(_ string, exclude *Backend) (Result, error) {
 		return Result{}, ErrNoBackend
 	}
 	start := int(p.next.Add(1) % uint64(n))
+	r := ramp{slowStart: p.slowStart}
 	return pickTwice(p.members, exclude, func(ignoreHealth bool) int {
 		best := -1
 		var bestLoad, bestWeight int64
@@ -165,10 +235,13 @@ func (p *wlcPicker) Pick(_ string, exclude *Backend) (Result, error) {
 			if !m.usable(exclude, ignoreHealth) {
 				continue
 			}
-			load := m.backend.Outstanding()
+			load, w := m.backend.Outstanding(), m.weight*weightScale
+			if since := r.warmingSince(m); since != 0 {
+				w = r.weight(m, since)
+			}
 			// load/weight < bestLoad/bestWeight without division.
-			if best < 0 || load*bestWeight < bestLoad*m.weight {
-				best, bestLoad, bestWeight = i, load, m.weight
+			if best < 0 || load*bestWeight < bestLoad*w {
+				best, bestLoad, bestWeight = i, load, w
 			}
 		}
 		return best

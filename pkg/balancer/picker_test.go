@@ -3,6 +3,7 @@ package balancer
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 func backends(weights ...int) []*Backend {
@@ -215,5 +216,192 @@ func BenchmarkPick(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// warmedFor makes b look as if it had started warming d ago.
+func warmedFor(b *Backend, d time.Duration) {
+	b.warmingSince.Store(time.Now().Add(-d).UnixNano())
+}
+
+func TestSlowStartRampWRR(t *testing.T) {
+	// A long slow start with back-dated stamps: the shares do not depend on
+	// how fast this machine picks.
+	const slowStart = 100 * time.Second
+	for _, tt := range []struct {
+		warmed   time.Duration
+		min, max int // picks of 1100 for the warming backend
+	}{
+		{0, 95, 105},                        // the floor: 10 against 100
+		{5 * time.Second, 95, 105},          // still the floor
+		{50 * time.Second, 360, 375},        // half: 50 against 100
+		{80 * time.Second, 480, 495},        // 80 against 100
+		{slowStart + time.Second, 550, 550}, // done: equal shares
+	} {
+		bs := backends(100, 100)
+		warmedFor(bs[1], tt.warmed)
+		p, _ := New(SchedulerWRR, bs, WithSlowStart(slowStart))
+		got := count(t, p, 1100, fixed)[bs[1].Addr()]
+		if got < tt.min || got > tt.max {
+			t.Errorf("warming for %s: %d of 1100 picks, want %d-%d", tt.warmed, got, tt.min, tt.max)
+		}
+		if done := tt.warmed >= slowStart; bs[1].Warming() == done {
+			t.Errorf("warming for %s: Warming() = %v after the picks", tt.warmed, bs[1].Warming())
+		}
+	}
+}
+
+func TestSlowStartRampRealTime(t *testing.T) {
+	for _, sched := range []string{SchedulerWRR, SchedulerWLC} {
+		t.Run(sched, func(t *testing.T) {
+			const slowStart = 300 * time.Millisecond
+			bs := backends(100, 100)
+			p, _ := New(sched, bs, WithSlowStart(slowStart))
+			bs[1].StartWarming()
+			start := time.Now()
+			early := 0
+			for i := 0; i < 100; i++ {
+				r, _ := p.Pick("", nil)
+				r.Backend.Begin() // wlc weighs calls in flight
+				if r.Index == 1 {
+					early++
+				}
+			}
+			// 100 picks take well under a millisecond; a stall of even
+			// a third of the ramp would still keep the share at 25%.
+			if elapsed := time.Since(start); early > 25 && elapsed < slowStart/3 {
+				t.Fatalf("warming backend got %d of the first 100 picks in %s, want about 10", early, elapsed)
+			}
+			time.Sleep(slowStart - time.Since(start) + 50*time.Millisecond)
+			for _, b := range bs {
+				for b.Outstanding() > 0 {
+					b.End()
+				}
+			}
+			late := 0
+			for i := 0; i < 200; i++ {
+				r, _ := p.Pick("", nil)
+				r.Backend.Begin()
+				if r.Index == 1 {
+					late++
+				}
+			}
+			if late < 90 || late > 110 {
+				t.Fatalf("after the ramp the backend got %d of 200 picks, want about 100", late)
+			}
+			if bs[1].Warming() {
+				t.Fatal("warming not cleared after the ramp")
+			}
+		})
+	}
+}
+
+func TestSlowStartRampWLC(t *testing.T) {
+	const slowStart = 100 * time.Second
+	for _, tt := range []struct {
+		warmed   time.Duration
+		min, max int64 // calls held open on the warming backend, of 330
+	}{
+		{0, 28, 32},                  // 10 against 100
+		{50 * time.Second, 108, 112}, // 50 against 100
+		{slowStart, 163, 167},        // equal
+	} {
+		bs := backends(100, 100)
+		warmedFor(bs[1], tt.warmed)
+		p, _ := New(SchedulerWLC, bs, WithSlowStart(slowStart))
+		for i := 0; i < 330; i++ {
+			r, _ := p.Pick("", nil)
+			r.Backend.Begin()
+		}
+		if got := bs[1].Outstanding(); got < tt.min || got > tt.max {
+			t.Errorf("warming for %s: %d of 330 calls in flight, want %d-%d", tt.warmed, got, tt.min, tt.max)
+		}
+	}
+}
+
+func TestSlowStartOffOrSCH(t *testing.T) {
+	// Without slow start, and with sch, a warming backend gets its full share.
+	for _, tt := range []struct {
+		sched string
+		opts  []Option
+	}{
+		{SchedulerWRR, nil},
+		{SchedulerWLC, []Option{WithSlowStart(0)}},
+		{SchedulerSCH, []Option{WithSlowStart(time.Minute)}},
+	} {
+		bs := backends(100, 100)
+		bs[1].StartWarming()
+		p, _ := New(tt.sched, bs, tt.opts...)
+		got := count(t, p, 2000, func(i int) string { return fmt.Sprintf("10.1.%d.%d", i>>8, i&255) })
+		if n := got[bs[1].Addr()]; n < 800 || n > 1200 {
+			t.Errorf("%s %d options: warming backend got %d of 2000 picks, want about 1000", tt.sched, len(tt.opts), n)
+		}
+	}
+}
+
+func TestWarmingOnRecovery(t *testing.T) {
+	b := NewBackend("10.0.0.1:50051", 100)
+	for _, h := range []Health{HealthHealthy, HealthHealthy, HealthInitial, HealthHealthy} {
+		if b.SetHealth(h); b.Warming() {
+			t.Fatalf("warming after %v without having been unhealthy", h)
+		}
+	}
+	b.SetHealth(HealthUnhealthy)
+	if b.Warming() {
+		t.Fatal("warming while unhealthy")
+	}
+	b.SetHealth(HealthHealthy)
+	if !b.Warming() {
+		t.Fatal("not warming after unhealthy → healthy")
+	}
+	// The recovered backend starts at the floor share.
+	other := NewBackend("10.0.0.2:50051", 100)
+	p, _ := New(SchedulerWRR, []*Backend{other, b}, WithSlowStart(time.Minute))
+	if got := count(t, p, 1100, fixed)[b.Addr()]; got < 95 || got > 105 {
+		t.Fatalf("recovered backend got %d of 1100 picks, want about 100", got)
+	}
+}
+
+func TestPickDoesNotAllocate(t *testing.T) {
+	for _, sched := range []string{SchedulerWRR, SchedulerWLC, SchedulerSCH} {
+		for _, warming := range []bool{false, true} {
+			bs := backends(100, 50, 100, 20)
+			if warming {
+				bs[2].StartWarming()
+			}
+			p, _ := New(sched, bs, WithSlowStart(time.Minute))
+			allocs := testing.AllocsPerRun(1000, func() {
+				if _, err := p.Pick("192.0.2.55", nil); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%s (warming %v): %.1f allocations per pick", sched, warming, allocs)
+			}
+		}
+	}
+}
+
+// BenchmarkPickSlowStart is BenchmarkPick with slow start on: nothing
+// warming costs an atomic load per member, one warming member a clock read.
+func BenchmarkPickSlowStart(b *testing.B) {
+	for _, sched := range []string{SchedulerWRR, SchedulerWLC} {
+		for _, warming := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/warming=%v", sched, warming), func(b *testing.B) {
+				bs := backends(100, 50, 100, 100, 80, 100, 100, 20)
+				if warming {
+					bs[3].StartWarming()
+				}
+				p, _ := New(sched, bs, WithSlowStart(time.Hour))
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := p.Pick("192.0.2.55", nil); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+		}
 	}
 }

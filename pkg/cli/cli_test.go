@@ -103,6 +103,7 @@ func TestWalkthroughJSON(t *testing.T) {
     "port": 0
   },
   "drainTimeout": "300s",
+  "slowStart": "0s",
   "servers": []
 }
 `
@@ -167,6 +168,7 @@ Scheduler:     wrr
 Health check:  gRPC POST /albctl.healthcheck.v1.Unimplemented/Check codes 12
                every 2s, timeout 5s, healthy after 3, unhealthy after 3
 Drain timeout: 300s
+Slow start:    off
 Servers:       2
   127.0.0.1	50051	100	
   127.0.0.1	50052	50	

@@ -91,6 +91,7 @@ var flagForField = map[string]string{
 	"protocol":                       "--protocol",
 	"scheduler":                      "--scheduler",
 	"drainTimeout":                   "--drain-timeout",
+	"slowStart":                      "--slow-start",
 	"healthCheck.protocol":           "--health-check-protocol",
 	"healthCheck.method":             "--health-check-method",
 	"healthCheck.path":               "--health-check-path",

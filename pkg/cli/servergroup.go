@@ -54,7 +54,7 @@ status 12 (UNIMPLEMENTED), which any live gRPC server does.`,
 // groupFlags are the settings of a server group that create and update share.
 type groupFlags struct {
 	name, protocol, scheduler string
-	drainTimeout              state.Duration
+	drainTimeout, slowStart   state.Duration
 	health                    healthFlags
 }
 
@@ -77,6 +77,8 @@ func (g *groupFlags) register(fs *pflag.FlagSet, forCreate bool) {
 	fs.StringVar(&g.scheduler, "scheduler", state.SchedulerWRR, "wrr (weighted round robin), wlc (weighted least calls) or sch (hash of the client's IP)")
 	g.drainTimeout = defaults.DrainTimeout
 	fs.Var(durationValue{&g.drainTimeout}, "drain-timeout", "how long a removed server may finish its calls (0-900s)")
+	g.slowStart = defaults.SlowStart
+	fs.Var(durationValue{&g.slowStart}, "slow-start", "ramp a server that joins the group or comes back healthy up to its weight over this long: 0 (off) or 30-900s; wrr and wlc only")
 	h := &g.health
 	hc := state.DefaultHealthCheck(state.ProtocolGRPC)
 	fs.BoolVar(&h.enabled, "health-check", true, "turn active health checks on or off")
@@ -119,6 +121,7 @@ func (g *groupFlags) apply(fs *pflag.FlagSet, sg *state.ServerGroup) error {
 	if fs.Changed("drain-timeout") {
 		sg.DrainTimeout = g.drainTimeout
 	}
+	setIfChanged(fs, "slow-start", &sg.SlowStart, g.slowStart)
 	h, hc := &g.health, &sg.HealthCheck
 	if fs.Changed("health-check") {
 		hc.Enabled = h.enabled
@@ -257,9 +260,9 @@ func newSGListCmd(a *app) *cobra.Command {
 				return err
 			}
 			return a.print(s.ServerGroups, func() view {
-				t := table{header: []string{"ID", "NAME", "PROTOCOL", "SCHEDULER", "SERVERS", "HEALTH CHECK"}}
+				t := table{header: []string{"ID", "NAME", "PROTOCOL", "SCHEDULER", "SLOW START", "SERVERS", "HEALTH CHECK"}}
 				for _, sg := range s.ServerGroups {
-					t.rows = append(t.rows, []string{sg.ID, sg.Name, sg.Protocol, sg.Scheduler, strconv.Itoa(len(sg.Servers)), healthSummary(sg.HealthCheck)})
+					t.rows = append(t.rows, []string{sg.ID, sg.Name, sg.Protocol, sg.Scheduler, slowStartSummary(sg.SlowStart), strconv.Itoa(len(sg.Servers)), healthSummary(sg.HealthCheck)})
 				}
 				return t
 			})
@@ -332,6 +335,13 @@ func healthSummary(hc state.HealthCheck) string {
 	return strings.Join(parts, " ")
 }
 
+func slowStartSummary(d state.Duration) string {
+	if d == 0 {
+		return "off"
+	}
+	return d.String()
+}
+
 func (a *app) printSG(sg state.ServerGroup) error {
 	return a.print(sg, func() view {
 		hc := sg.HealthCheck
@@ -343,7 +353,8 @@ func (a *app) printSG(sg state.ServerGroup) error {
 			d = append(d, [2]string{"", fmt.Sprintf("every %s, timeout %s, healthy after %d, unhealthy after %d",
 				hc.Interval, hc.Timeout, hc.HealthyThreshold, hc.UnhealthyThreshold)})
 		}
-		d = append(d, [2]string{"Drain timeout", sg.DrainTimeout.String()}, [2]string{"Servers", strconv.Itoa(len(sg.Servers))})
+		d = append(d, [2]string{"Drain timeout", sg.DrainTimeout.String()}, [2]string{"Slow start", slowStartSummary(sg.SlowStart)},
+			[2]string{"Servers", strconv.Itoa(len(sg.Servers))})
 		if len(sg.Servers) == 0 {
 			return d
 		}

@@ -67,6 +67,10 @@ type GroupConfig struct {
 	// flight before its connections are closed. 0 means until those calls
 	// end.
 	DrainTimeout time.Duration
+	// SlowStart is how long a server that joins the running group, or
+	// comes back healthy, takes to ramp up to its full weight (wrr and wlc
+	// only). 0 turns slow start off.
+	SlowStart time.Duration
 }
 
 // Server group protocols for GroupConfig.Protocol.

@@ -45,17 +45,23 @@ func (p *Proxy) updateGroup(g *group, gc GroupConfig) {
 	next := make(map[string]*upstream, len(gc.Servers))
 	ups := make([]*upstream, 0, len(gc.Servers))
 	backends := make([]*balancer.Backend, 0, len(gc.Servers))
+	// The servers of a new group start together; only one that joins a
+	// group already taking calls warms up.
+	running := g.state.Load() != nil
 	for _, s := range gc.Servers {
 		u := g.byAddr[s.Addr]
 		if u == nil {
 			u = p.newUpstream(g.id, s.Addr, s.Weight)
+			if running && gc.SlowStart > 0 {
+				u.backend.StartWarming()
+			}
 		}
 		u.backend.SetWeight(s.Weight)
 		next[s.Addr] = u
 		ups = append(ups, u)
 		backends = append(backends, u.backend)
 	}
-	picker, err := balancer.New(gc.Scheduler, backends)
+	picker, err := balancer.New(gc.Scheduler, backends, balancer.WithSlowStart(gc.SlowStart))
 	if err != nil {
 		panic(err) // validate checked the scheduler
 	}

@@ -249,7 +249,7 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 }
 
 func groupConfig(sg *state.ServerGroup) proxy.GroupConfig {
-	g := proxy.GroupConfig{ID: sg.ID, Protocol: sg.Protocol, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D()}
+	g := proxy.GroupConfig{ID: sg.ID, Protocol: sg.Protocol, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D(), SlowStart: sg.SlowStart.D()}
 	for _, srv := range sg.Servers {
 		g.Servers = append(g.Servers, proxy.ServerConfig{Addr: srv.HostPort(), Weight: srv.Weight})
 	}

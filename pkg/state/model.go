@@ -56,6 +56,7 @@ type ServerGroup struct {
 	Scheduler    string      `json:"scheduler"`
 	HealthCheck  HealthCheck `json:"healthCheck"`
 	DrainTimeout Duration    `json:"drainTimeout"`
+	SlowStart    Duration    `json:"slowStart"` // 0 (the default; older state files lack it) is off
 	Servers      []Server    `json:"servers"`
 }
 
@@ -149,6 +150,8 @@ const (
 	DefaultWeight         = 100
 	MaxServersPerGroup    = 1000
 	DefaultDrainTimeout   = 300 * time.Second
+	MinSlowStart          = 30 * time.Second
+	MaxSlowStart          = 900 * time.Second
 	DefaultIdleTimeout    = 15 * time.Second
 	DefaultRequestTimeout = 60 * time.Second
 	LBDomainSuffix        = "local.alb.albctl.test"

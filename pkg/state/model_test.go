@@ -48,6 +48,27 @@ func TestDefaultsFollowTheCloud(t *testing.T) {
 	}
 }
 
+func TestSlowStartAccepted(t *testing.T) {
+	if sg := NewServerGroup("g", ProtocolGRPC); sg.SlowStart != 0 {
+		t.Fatalf("slow start on by default: %s", sg.SlowStart)
+	}
+	for _, tt := range []struct {
+		scheduler string
+		slowStart time.Duration
+	}{
+		{SchedulerWRR, 30 * time.Second}, {SchedulerWLC, 900 * time.Second}, {SchedulerWRR, 0}, {SchedulerSCH, 0},
+	} {
+		s := scenario(t)
+		sg, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error {
+			sg.Scheduler, sg.SlowStart = tt.scheduler, Duration(tt.slowStart)
+			return nil
+		})
+		if err != nil || sg.SlowStart.D() != tt.slowStart {
+			t.Errorf("%s with slow start %s: %v", tt.scheduler, tt.slowStart, err)
+		}
+	}
+}
+
 func TestValidationRules(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -119,6 +140,27 @@ func TestValidationRules(t *testing.T) {
 			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.Scheduler = "random"; return nil })
 			return err
 		}, "scheduler", "must be wrr, wlc or sch"},
+		{"slow start 29s", func(s *State) error {
+			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.SlowStart = Duration(29 * time.Second); return nil })
+			return err
+		}, "slowStart", "must be 0 (off) or 30s-900s"},
+		{"slow start 901s", func(s *State) error {
+			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.SlowStart = Duration(901 * time.Second); return nil })
+			return err
+		}, "slowStart", "must be 0 (off) or 30s-900s"},
+		{"slow start with sch", func(s *State) error {
+			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error {
+				sg.Scheduler, sg.SlowStart = SchedulerSCH, Duration(time.Minute)
+				return nil
+			})
+			return err
+		}, "slowStart", "needs the wrr or wlc scheduler: sch keeps each client on the server its IP hashes to"},
+		{"new sch group with slow start", func(s *State) error {
+			sg := NewServerGroup("hashed", ProtocolGRPC)
+			sg.Scheduler, sg.SlowStart = SchedulerSCH, Duration(30*time.Second)
+			_, err := s.CreateServerGroup(sg)
+			return err
+		}, "slowStart", "needs the wrr or wlc scheduler"},
 		{"HTTP listener for a gRPC group", func(s *State) error {
 			_, err := s.CreateListener(Listener{LBID: "demo", Protocol: ProtocolHTTP, Port: 8080, ServerGroupID: "grpc-backends",
 				IdleTimeout: Duration(DefaultIdleTimeout), RequestTimeout: Duration(DefaultRequestTimeout)})

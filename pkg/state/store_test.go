@@ -2,7 +2,9 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,6 +115,31 @@ func TestStoreRefusesBadFiles(t *testing.T) {
 				t.Error("the bad file was overwritten")
 			}
 		})
+	}
+}
+
+// A state file written before slow start existed has no slowStart field: it loads, with slow
+// start off, and is written back with the field.
+func TestStoreReadsGroupsWithoutSlowStart(t *testing.T) {
+	group := `{"id": "sgp-a", "name": "grpc-backends", "protocol": "gRPC", "scheduler": "%s", "drainTimeout": "300s", %s"healthCheck": {"enabled": true, "protocol": "gRPC", "method": "POST", "path": "/a.B/C", "codes": "12", "interval": "2s", "timeout": "5s", "healthyThreshold": 3, "unhealthyThreshold": 3, "port": 0}, "servers": []}`
+	doc := func(scheduler, slowStart string) []byte {
+		return []byte(`{"version": 1, "serverGroups": [` + fmt.Sprintf(group, scheduler, slowStart) + `]}`)
+	}
+	s, err := Decode("old.json", doc("wrr", ""))
+	if err != nil || s.ServerGroups[0].SlowStart != 0 {
+		t.Fatalf("old file: %v, state %+v", err, s)
+	}
+	data, _ := json.Marshal(s.ServerGroups[0])
+	if !strings.Contains(string(data), `"slowStart":"0s"`) {
+		t.Fatalf("slowStart not written: %s", data)
+	}
+	if s, err := Decode("new.json", doc("wlc", `"slowStart": "60s", `)); err != nil || s.ServerGroups[0].SlowStart.D() != time.Minute {
+		t.Fatalf("slowStart 60s: %v", err)
+	}
+	_, err = Decode("bad.json", doc("sch", `"slowStart": "60s", `))
+	var corrupt *CorruptError
+	if !errors.As(err, &corrupt) || !strings.Contains(err.Error(), `invalid slowStart "60s": needs the wrr or wlc scheduler`) {
+		t.Fatalf("sch with slow start: %v", err)
 	}
 }
 

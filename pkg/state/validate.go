@@ -94,6 +94,9 @@ func (sg *ServerGroup) validate() error {
 	if err := checkDuration("drainTimeout", sg.DrainTimeout, 0, 900*time.Second); err != nil {
 		return err
 	}
+	if err := sg.validateSlowStart(); err != nil {
+		return err
+	}
 	if err := sg.HealthCheck.validate(sg.Protocol); err != nil {
 		return err
 	}
@@ -110,6 +113,21 @@ func (sg *ServerGroup) validate() error {
 			return conflict("server %s is already in server group %s", srv.HostPort(), sg.Name)
 		}
 		seen[key] = true
+	}
+	return nil
+}
+
+// validateSlowStart checks slow start: 0 (off) or 30-900 s, as the cloud allows, and only with a
+// scheduler that weighs each call.
+func (sg *ServerGroup) validateSlowStart() error {
+	if sg.SlowStart == 0 {
+		return nil
+	}
+	if sg.SlowStart.D() < MinSlowStart || sg.SlowStart.D() > MaxSlowStart {
+		return invalid("slowStart", sg.SlowStart, "must be 0 (off) or %s-%s", fmtSeconds(MinSlowStart), fmtSeconds(MaxSlowStart))
+	}
+	if sg.Scheduler == SchedulerSCH {
+		return invalid("slowStart", sg.SlowStart, "needs the wrr or wlc scheduler: sch keeps each client on the server its IP hashes to, so it cannot ramp a server up")
 	}
 	return nil
 }
