@@ -165,7 +165,7 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_fail_open_picks_total counter")
 	fmt.Fprintf(bw, "albctl_proxy_fail_open_picks_total %d\n", m.failOpen.Load())
 
-	fmt.Fprintln(bw, "# HELP albctl_proxy_upstream_connections Open HTTP/2 connections to backends.")
+	fmt.Fprintln(bw, "# HELP albctl_proxy_upstream_connections Open connections to backends (HTTP/2 to gRPC servers, HTTP/1.1 to HTTP ones).")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_upstream_connections gauge")
 	for _, g := range p.Status().Groups {
 		for _, s := range g.Servers {

@@ -81,17 +81,12 @@ func (l *listener) newWebFront(idle time.Duration) *webFront {
 // webTLSConfig is the TLS configuration of a listener in front of an HTTP
 // group: HTTP/1.1, and HTTP/2 if the listener has it on.
 func (l *listener) webTLSConfig(http2 bool) *tls.Config {
-	protos := []string{"http/1.1"}
+	cfg := l.tlsConfig.Clone() // the same certificates, by SNI
+	cfg.NextProtos = []string{"http/1.1"}
 	if http2 {
-		protos = []string{"h2", "http/1.1"}
+		cfg.NextProtos = []string{"h2", "http/1.1"}
 	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: protos,
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return l.state.Load().certs.get(hello.ServerName), nil
-		},
-	}
+	return cfg
 }
 
 // serveWeb hands an accepted connection to the listener's HTTP server and
