@@ -118,9 +118,7 @@ func (g *groupFlags) apply(fs *pflag.FlagSet, sg *state.ServerGroup) error {
 		}
 		sg.Scheduler = s
 	}
-	if fs.Changed("drain-timeout") {
-		sg.DrainTimeout = g.drainTimeout
-	}
+	setIfChanged(fs, "drain-timeout", &sg.DrainTimeout, g.drainTimeout)
 	setIfChanged(fs, "slow-start", &sg.SlowStart, g.slowStart)
 	h, hc := &g.health, &sg.HealthCheck
 	if fs.Changed("health-check") {
@@ -214,6 +212,7 @@ func newSGUpdateCmd(a *app) *cobra.Command {
 		Short: "Change a server group's settings",
 		Example: `  albctl servergroup update grpc-backends --health-check-codes 0,12 --health-check-interval 1
   albctl servergroup update grpc-backends --scheduler wlc
+  albctl servergroup update grpc-backends --slow-start 60s
   albctl servergroup update grpc-backends --health-check-protocol grpc-health --health-check-service albctl.echo.v1.Echo`,
 		Args:              needArgs("SERVERGROUP"),
 		ValidArgsFunction: argCompletion(a.refCompletion(sgRefs)),
