@@ -201,16 +201,17 @@ func (l *listener) serveConn(c net.Conn) {
 		c.Close()
 	}()
 
+	sock := newSockConn(c)
 	st := l.state.Load()
 	if st.web != nil {
-		l.serveWeb(newSockConn(c), st)
+		l.serveWeb(sock, st)
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
 	var sc *spillConn
 	var under net.Conn = c
 	if l.p.opts.Engine == EngineFrames {
-		sc = newSpillConn(newSockConn(c))
+		sc = newSpillConn(sock)
 		under = sc
 	}
 	tc := tls.Server(under, l.tlsConfig)
