@@ -15,8 +15,6 @@
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_PORT_BASE  first of 7 consecutive ports on 127.0.0.1 (default 19400)
 #   BENCH_KEEP=1     keep the work directory (logs, configs, raw results)
-#   BENCH_ENGINE     the proxy engine albctl serve runs: frames (default) or
-#                    x/net, the engine built on x/net's HTTP/2 server and transport
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -95,7 +93,7 @@ pids+=($!)
 "${albctl[@]}" listener create --lb bench --protocol HTTPS --port "$port_albctl" --cert bench --server-group bench-backends >/dev/null
 "$work/benchtool" export-cert "$work/state.json" bench "$work"
 
-"${albctl[@]}" serve --access-log off --admin "127.0.0.1:$port_admin" --proxy-engine "${BENCH_ENGINE:-frames}" >"$work/albctl.log" 2>&1 &
+"${albctl[@]}" serve --access-log off --admin "127.0.0.1:$port_admin" >"$work/albctl.log" 2>&1 &
 pid_albctl=$!
 pids+=("$pid_albctl")
 
@@ -219,5 +217,5 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 echo
-echo "albctl $(git describe --always --dirty 2>/dev/null || echo '?') (engine ${BENCH_ENGINE:-frames}), $(nproc) cores, $duration s per run, medians of $rounds rounds, h2load $(h2load --version | awk '{print $2; exit}')"
+echo "albctl $(git describe --always --dirty 2>/dev/null || echo '?'), $(nproc) cores, $duration s per run, medians of $rounds rounds, h2load $(h2load --version | awk '{print $2; exit}')"
 "$work/benchtool" table "$results"

@@ -7,5 +7,3 @@ cd "$(dirname "$0")/.."
 ./scripts/install-test-deps.sh
 export PATH="$(go env GOPATH)/bin:$PATH"
 go test -race -count=1 -timeout 15m ./... "$@"
-# The proxy's second engine, kept as a fallback and for comparison, passes the same tests.
-ALBCTL_PROXY_ENGINE=x/net go test -race -count=1 -timeout 5m ./pkg/proxy/ "$@"

@@ -8,14 +8,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/albctl/albctl/pkg/proxy"
+	"github.com/spf13/cobra"
+
+	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
-	"github.com/spf13/cobra"
 )
 
 func newServeCmd(a *app) *cobra.Command {
-	var lbRef, dnsAddr, accessLog, engine string
+	var lbRef, dnsAddr, accessLog string
 	shutdownTimeout := state.Duration(30 * time.Second)
 	cmd := &cobra.Command{
 		Use:   "serve [--lb LB] [--admin 127.0.0.1:PORT] [--dns 127.0.0.1:5353]",
@@ -37,11 +38,8 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var accessOut *os.File
-			if engine != proxy.EngineFrames && engine != proxy.EngineXNet {
-				return usageErrorf("invalid value %q for --proxy-engine: must be frames or x/net", engine)
-			}
 			switch accessLog {
-			case proxy.AccessLogText, proxy.AccessLogJSON:
+			case obs.FormatText, obs.FormatJSON:
 				accessOut = os.Stderr
 			case "off":
 			default:
@@ -65,7 +63,7 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 			}()
 			opts := serve.Options{
 				Store: state.NewFileStore(a.statePath), LB: lbRef, AdminAddr: a.admin, DNSAddr: dnsAddr,
-				Log: a.io.ErrOut, AccessLogFormat: accessLog, ShutdownTimeout: shutdownTimeout.D(), Engine: engine,
+				Log: a.io.ErrOut, AccessLogFormat: accessLog, ShutdownTimeout: shutdownTimeout.D(),
 			}
 			if accessOut != nil {
 				opts.AccessLog = a.io.ErrOut
@@ -75,11 +73,8 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 	}
 	cmd.Flags().StringVar(&lbRef, "lb", "", "serve only this load balancer's listeners, by ID or name")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "", "also answer DNS for albctl's zones on this address, UDP and TCP (such as 127.0.0.1:5353)")
-	cmd.Flags().StringVar(&accessLog, "access-log", proxy.AccessLogText, "access log on stderr: text, json or off")
+	cmd.Flags().StringVar(&accessLog, "access-log", obs.FormatText, "access log on stderr: text, json or off")
 	cmd.Flags().Var(durationValue{&shutdownTimeout}, "shutdown-timeout", "how long shutdown waits for calls in flight")
-	// Hidden: for comparing the forwarding cores in benchmarks, not for operators.
-	cmd.Flags().StringVar(&engine, "proxy-engine", proxy.EngineFrames, "forwarding core: frames or x/net")
-	_ = cmd.Flags().MarkHidden("proxy-engine")
 	_ = cmd.RegisterFlagCompletionFunc("lb", a.refCompletion(lbRefs))
 	_ = cmd.RegisterFlagCompletionFunc("access-log", fixedCompletion("text", "json", "off"))
 	return cmd

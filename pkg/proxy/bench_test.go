@@ -114,7 +114,7 @@ func BenchmarkBidiPingPong(b *testing.B) {
 func benchBoth(b *testing.B, fn func(*testing.B, testpb.TestServiceClient)) {
 	be := startBackend(b, "b1")
 	b.Run("direct", func(b *testing.B) {
-		cc, err := grpc.NewClient(be.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(be.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -36,7 +36,7 @@ func TestGarbageFromClients(t *testing.T) {
 	}
 	for name, payload := range cases {
 		t.Run(name, func(t *testing.T) {
-			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+			conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 			if err != nil {
 				t.Fatal(err)
 			}

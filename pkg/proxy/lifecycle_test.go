@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2's Server.ServeConn and Transport are used on purpose: they serve one accepted TLS conn and a per-backend h2c pool, which net/http does not expose.
-
 package proxy
 
 import (
@@ -16,17 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/balancer"
 )
 
 func TestWeightsOverOneConnection(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
-	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{b1.addr, 100}, {b2.addr, 50}}}))
+	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{b1.Addr, 100}, {b2.Addr, 50}}}))
 	client := dial(t, addr) // one connection: balancing must be per call
 	ctx := ctxTimeout(t, 60*time.Second)
 	var wg sync.WaitGroup
@@ -43,7 +41,7 @@ func TestWeightsOverOneConnection(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	n1, n2 := b1.calls.Load(), b2.calls.Load()
+	n1, n2 := b1.Calls.Load(), b2.Calls.Load()
 	if n1 < 950 || n1 > 1050 || n2 < 450 || n2 > 550 {
 		t.Fatalf("calls %d/%d, want 1000/500 ±5%%", n1, n2)
 	}
@@ -61,16 +59,16 @@ func TestLeastOutstandingAndSourceHash(t *testing.T) {
 			res, _ := client.UnaryCall(slowCtx, &testpb.SimpleRequest{})
 			done <- res
 		}()
-		for b1.calls.Load()+b2.calls.Load() == 0 {
+		for b1.Calls.Load()+b2.Calls.Load() == 0 {
 			time.Sleep(time.Millisecond)
 		}
 		busy := b1
-		if b2.calls.Load() == 1 {
+		if b2.Calls.Load() == 1 {
 			busy = b2
 		}
 		for i := 0; i < 10; i++ {
 			res, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{})
-			if err != nil || res.ServerId == busy.name {
+			if err != nil || res.ServerId == busy.Name {
 				t.Fatalf("quick call %d went to the busy backend: %v %v", i, res, err)
 			}
 		}
@@ -98,19 +96,19 @@ func TestUnhealthySkippedAndFailOpen(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b1, b2)}))
 	client := dial(t, addr)
-	p.Backend("sgp-test", b1.addr).SetHealth(balancer.HealthUnhealthy)
+	p.Backend("sgp-test", b1.Addr).SetHealth(balancer.HealthUnhealthy)
 	for i := 0; i < 6; i++ {
 		if res, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil || res.ServerId != "b2" {
 			t.Fatalf("%v %v", res, err)
 		}
 	}
-	p.Backend("sgp-test", b2.addr).SetHealth(balancer.HealthUnhealthy)
+	p.Backend("sgp-test", b2.Addr).SetHealth(balancer.HealthUnhealthy)
 	for i := 0; i < 4; i++ {
 		if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 			t.Fatalf("fail open: %v", err)
 		}
 	}
-	if b1.calls.Load() == 0 {
+	if b1.Calls.Load() == 0 {
 		t.Fatal("fail open did not use every backend")
 	}
 }
@@ -122,21 +120,16 @@ func TestBackendResetReachesClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	h2 := &http2.Server{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h2.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Type", "application/grpc")
-				w.WriteHeader(200)
-				w.(http.Flusher).Flush()
-				panic(http.ErrAbortHandler) // RST_STREAM
-			})})
-		}
-	}()
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protocols, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // RST_STREAM
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
 	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{ln.Addr().String(), 100}}}))
 	_, err = dial(t, addr).UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{})
 	wantCode(t, err, codes.Internal, "RST_STREAM")
@@ -162,9 +155,9 @@ func TestSlowReaderBoundsMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	time.Sleep(1500 * time.Millisecond)
-	sent1 := b.sent.Load()
+	sent1 := b.Sent.Load()
 	time.Sleep(500 * time.Millisecond)
-	sent2 := b.sent.Load()
+	sent2 := b.Sent.Load()
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -200,12 +193,12 @@ func TestLiveApply(t *testing.T) {
 			}
 		}()
 	}
-	for b1.calls.Load()+b2.calls.Load() < 4 {
+	for b1.Calls.Load()+b2.Calls.Load() < 4 {
 		time.Sleep(5 * time.Millisecond)
 	}
 
 	// Remove b1, add b3, reweight b2, add a listener.
-	cfg.Groups["sgp-test"] = GroupConfig{ID: "sgp-test", Servers: []ServerConfig{{b2.addr, 30}, {b3.addr, 60}}, DrainTimeout: 10 * time.Second}
+	cfg.Groups["sgp-test"] = GroupConfig{ID: "sgp-test", Servers: []ServerConfig{{b2.Addr, 30}, {b3.Addr, 60}}, DrainTimeout: 10 * time.Second}
 	cfg.Listeners = append(cfg.Listeners, ListenerConfig{ID: "lsn-2", Addr: "127.0.0.1:0", HTTP2: true, GroupID: "sgp-test",
 		Certificates: cfg.Listeners[0].Certificates})
 	if err := p.Apply(cfg); err != nil {
@@ -214,19 +207,19 @@ func TestLiveApply(t *testing.T) {
 	if p.drainedConns() == 0 {
 		t.Fatal("removed server's connections closed before its calls ended")
 	}
-	if b := p.Backend("sgp-test", b1.addr); b != nil {
+	if b := p.Backend("sgp-test", b1.Addr); b != nil {
 		t.Fatal("removed server still listed")
 	}
-	before1 := b1.calls.Load()
+	before1 := b1.Calls.Load()
 	for i := 0; i < 9; i++ {
 		if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if b1.calls.Load() != before1 {
+	if b1.Calls.Load() != before1 {
 		t.Fatal("removed server got new calls")
 	}
-	if n3 := b3.calls.Load(); n3 != 6 {
+	if n3 := b3.Calls.Load(); n3 != 6 {
 		t.Fatalf("b3 got %d of 9 calls, want 6 (weights 30/60)", n3)
 	}
 	if _, err := dial(t, p.ListenerAddr("lsn-2")).UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
@@ -263,13 +256,18 @@ func TestLiveApply(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for " + what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	testutil.WaitFor(t, what, cond)
+}
+
+// drainedConns counts the open connections of servers being drained.
+func (p *Proxy) drainedConns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for u := range p.draining {
+		n += u.ConnCount()
 	}
+	return n
 }
 
 func TestDrainTimeoutClosesConnections(t *testing.T) {
@@ -283,7 +281,7 @@ func TestDrainTimeoutClosesConnections(t *testing.T) {
 		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	for b1.calls.Load() == 0 {
+	for b1.Calls.Load() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cfg.Groups["sgp-test"] = GroupConfig{ID: "sgp-test", Servers: servers(100, b2), DrainTimeout: 300 * time.Millisecond}
@@ -325,22 +323,22 @@ func TestBackendGracefulStop(t *testing.T) {
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	b1.srv.GracefulStop() // GOAWAY, then its port refuses connections
-	n2 := b2.calls.Load()
+	b1.Srv.GracefulStop() // GOAWAY, then its port refuses connections
+	n2 := b2.Calls.Load()
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	if failures.Load() > 0 {
 		t.Fatalf("%d calls failed across the backend's GOAWAY", failures.Load())
 	}
-	if b2.calls.Load() == n2 {
+	if b2.Calls.Load() == n2 {
 		t.Fatal("no calls after the GOAWAY")
 	}
 }
 
 func TestShutdownDrains(t *testing.T) {
 	b := startBackend(t, "b1")
-	p := New(withTestEngine(Options{}))
+	p := New(Options{})
 	if err := p.Apply(testConfig(t, GroupConfig{Servers: servers(100, b)})); err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +349,7 @@ func TestShutdownDrains(t *testing.T) {
 		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	for b.calls.Load() == 0 {
+	for b.Calls.Load() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	ctx := ctxTimeout(t, 5*time.Second)
@@ -365,7 +363,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatalf("Apply after Shutdown: %v", err)
 	}
 	// Shutdown with a call that outlives its context.
-	p2 := New(withTestEngine(Options{}))
+	p2 := New(Options{})
 	if err := p2.Apply(testConfig(t, GroupConfig{Servers: servers(100, b)})); err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +373,7 @@ func TestShutdownDrains(t *testing.T) {
 		_, err := client2.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	for b.calls.Load() < 2 {
+	for b.Calls.Load() < 2 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -407,7 +405,7 @@ func TestNonH2ClientsRefused(t *testing.T) {
 	})
 	t.Run("https without h2", func(t *testing.T) {
 		hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost"},
+			TLSClientConfig: &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost"},
 		}}
 		res, err := hc.Get("https://" + addr + "/")
 		if err != nil {
@@ -421,7 +419,7 @@ func TestNonH2ClientsRefused(t *testing.T) {
 	t.Run("ALPN without h2", func(t *testing.T) {
 		start := time.Now()
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr,
-			&tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost", NextProtos: []string{"spdy/3"}})
+			&tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"spdy/3"}})
 		if err == nil {
 			c.Close()
 			t.Fatal("handshake succeeded")
@@ -435,7 +433,7 @@ func TestNonH2ClientsRefused(t *testing.T) {
 func TestCertificateBySNI(t *testing.T) {
 	b := startBackend(t, "b1")
 	cfg := testConfig(t, GroupConfig{Servers: servers(100, b)})
-	cfg.Listeners[0].Certificates = append(cfg.Listeners[0].Certificates, testCA(t).cert(t, "grpc.example.com"))
+	cfg.Listeners[0].Certificates = append(cfg.Listeners[0].Certificates, testCA(t).Cert(t, "grpc.example.com"))
 	_, addr := startProxy(t, Options{}, cfg)
 	for name, want := range map[string]string{"grpc.example.com": "grpc.example.com", "other.test": "localhost", "": "localhost"} {
 		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: name, NextProtos: []string{"h2"}})

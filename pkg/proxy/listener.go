@@ -1,30 +1,27 @@
-//lint:file-ignore SA1019 x/net/http2's Server.ServeConn and Transport are used on purpose: they serve one accepted TLS conn and a per-backend h2c pool, which net/http does not expose.
-
 package proxy
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/albctl/albctl/pkg/proxy/h2"
+	"github.com/albctl/albctl/pkg/proxy/route"
+	"github.com/albctl/albctl/pkg/proxy/sock"
+	"github.com/albctl/albctl/pkg/proxy/web"
 )
 
-// maxHeaderBytes is the largest request header block accepted (32 KiB, as
-// the listener model documents).
-const maxHeaderBytes = 32 << 10
-
-// listener accepts TLS connections and serves HTTP/2 on each of them.
+// listener accepts connections and hands each to an engine: TLS with
+// HTTP/2 to the h2 engine in front of a gRPC group, or the connection as it
+// came to the web engine in front of an HTTP group.
 type listener struct {
 	p    *Proxy
 	id   string
@@ -33,12 +30,11 @@ type listener struct {
 
 	tlsConfig *tls.Config
 	state     atomic.Pointer[listenerState]
+	h2        *h2.Server
 
 	mu      sync.Mutex
-	servers []*h2Server // every server generation, for GOAWAY at close
-	webs    []*webFront // every HTTP server generation, likewise
+	webs    []*web.Front // every HTTP server generation, for close
 	conns   map[net.Conn]struct{}
-	fconns  map[*frontConn]struct{} // the frames engine's connections
 	closing bool
 	wg      sync.WaitGroup
 }
@@ -47,22 +43,12 @@ type listener struct {
 type listenerState struct {
 	cfg   ListenerConfig
 	certs *certSet
-	group *group
-	h2    *h2Server
-	port  []string // x-forwarded-port value
+	route *route.Route
 
 	// For an HTTP group: the HTTP server, and its TLS configuration unless
 	// the listener is plaintext.
-	web    *webFront
+	web    *web.Front
 	webTLS *tls.Config
-}
-
-// h2Server is an HTTP/2 server with its settings. It changes only when the
-// idle timeout does; connections keep the server they started with.
-type h2Server struct {
-	h2          *http2.Server
-	hs          *http.Server // carries MaxHeaderBytes and the GOAWAY hook
-	idleTimeout time.Duration
 }
 
 func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
@@ -70,7 +56,8 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{p: p, id: lc.ID, addr: lc.Addr, ln: ln, conns: map[net.Conn]struct{}{}, fconns: map[*frontConn]struct{}{}}
+	l := &listener{p: p, id: lc.ID, addr: lc.Addr, ln: ln, conns: map[net.Conn]struct{}{}}
+	l.h2 = p.h2.NewServer(l.route)
 	l.tlsConfig = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// Only h2: a client that cannot speak HTTP/2 cannot make gRPC calls.
@@ -85,68 +72,37 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 // Addr returns the bound address.
 func (l *listener) Addr() string { return l.ln.Addr().String() }
 
+// route returns where the listener's calls go now.
+func (l *listener) route() *route.Route { return l.state.Load().route }
+
 func (l *listener) update(lc ListenerConfig, certs *certSet, g *group) {
 	idle := lc.IdleTimeout
 	if idle <= 0 {
 		idle = 15 * time.Second
 	}
-	st := &listenerState{cfg: lc, certs: certs, group: g}
+	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
 	if _, port, err := net.SplitHostPort(l.Addr()); err == nil {
-		st.port = []string{port}
+		rt.ForwardedPort = []string{port}
 	}
+	st := &listenerState{cfg: lc, certs: certs, route: rt}
 	old := l.state.Load()
-	if old != nil && old.h2.idleTimeout == idle {
-		st.h2 = old.h2
-	} else {
-		srv := &h2Server{
-			h2: &http2.Server{
-				MaxConcurrentStreams: l.p.opts.MaxConcurrentStreams,
-				IdleTimeout:          idle,
-				// Detect clients that vanished while holding a stream.
-				ReadIdleTimeout: clientReadIdle,
-				PingTimeout:     clientPingTimeout,
-			},
-			hs:          &http.Server{MaxHeaderBytes: maxHeaderBytes},
-			idleTimeout: idle,
-		}
-		// ConfigureServer registers the HTTP/2 server's graceful shutdown
-		// (GOAWAY to every connection) as hs's shutdown hook. hs itself
-		// never serves.
-		if err := http2.ConfigureServer(srv.hs, srv.h2); err != nil {
-			panic(err) // only fails for bad TLS cipher settings, which we do not set
-		}
-		l.mu.Lock()
-		l.servers = append(l.servers, srv)
-		l.mu.Unlock()
-		st.h2 = srv
-	}
-	if g.state.Load().protocol != GroupGRPC {
-		if old != nil && old.web != nil && old.web.idle == idle {
+	if g.State().Protocol != GroupGRPC {
+		if old != nil && old.web != nil && old.web.Idle == idle {
 			st.web = old.web
 		} else {
-			st.web = l.newWebFront(idle)
+			st.web = web.NewFront(l.p.web, l.ln.Addr(), idle, l.route)
 			l.mu.Lock()
 			l.webs = append(l.webs, st.web)
 			l.mu.Unlock()
 		}
 		if len(lc.Certificates) > 0 {
-			st.webTLS = l.webTLSConfig(lc.HTTP2)
+			st.webTLS = web.TLSConfig(l.tlsConfig, lc.HTTP2)
 		}
 	}
 	l.state.Store(st)
 	if old != nil && old.web != nil && old.web != st.web {
-		l.retire(old.web)
+		old.web.Retire()
 	}
-}
-
-// retire stops a web server generation from taking connections; the ones
-// it has end when their requests are done.
-func (l *listener) retire(w *webFront) {
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		_ = w.srv.Shutdown(context.Background())
-	}()
 }
 
 func (l *listener) start() {
@@ -201,20 +157,15 @@ func (l *listener) serveConn(c net.Conn) {
 		c.Close()
 	}()
 
-	sock := newSockConn(c)
+	raw := sock.Raw(c)
 	st := l.state.Load()
 	if st.web != nil {
-		l.serveWeb(sock, st)
+		st.web.ServeConn(raw, st.webTLS)
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
-	var sc *spillConn
-	var under net.Conn = c
-	if l.p.opts.Engine == EngineFrames {
-		sc = newSpillConn(sock)
-		under = sc
-	}
-	tc := tls.Server(under, l.tlsConfig)
+	sc := sock.NewSpill(raw)
+	tc := tls.Server(sc, l.tlsConfig)
 	if err := tc.Handshake(); err != nil {
 		var rhe tls.RecordHeaderError
 		if errors.As(err, &rhe) && rhe.Conn != nil {
@@ -240,17 +191,7 @@ func (l *listener) serveConn(c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-
-	st = l.state.Load()
-	if l.p.opts.Engine == EngineFrames {
-		l.serveFrames(tc, sc, st)
-		return
-	}
-	st.h2.h2.ServeConn(newBatchConn(tc), &http2.ServeConnOpts{
-		Context:    context.Background(),
-		BaseConfig: st.h2.hs,
-		Handler:    l,
-	})
+	l.h2.ServeConn(tc, sc)
 }
 
 func (l *listener) connCount() int {
@@ -264,23 +205,12 @@ func (l *listener) connCount() int {
 func (l *listener) close() {
 	l.mu.Lock()
 	l.closing = true
-	servers, webs := l.servers, l.webs
-	fconns := make([]*frontConn, 0, len(l.fconns))
-	for fc := range l.fconns {
-		fconns = append(fconns, fc)
-	}
+	webs := l.webs
 	l.mu.Unlock()
 	l.ln.Close()
-	for _, fc := range fconns {
-		fc.goAway()
-	}
-	for _, s := range servers {
-		// With no connections of its own, hs.Shutdown only runs the GOAWAY
-		// hook and returns.
-		_ = s.hs.Shutdown(context.Background())
-	}
+	l.h2.Close()
 	for _, w := range webs {
-		l.retire(w)
+		w.Retire()
 	}
 }
 
@@ -293,7 +223,20 @@ func (l *listener) closeConns() {
 	webs := l.webs
 	l.mu.Unlock()
 	for _, w := range webs {
-		_ = w.srv.Close()
+		w.Close()
+	}
+}
+
+// wait waits for the listener's goroutines once it is closed and its
+// connections are cut.
+func (l *listener) wait() {
+	l.wg.Wait()
+	l.h2.Wait()
+	l.mu.Lock()
+	webs := l.webs
+	l.mu.Unlock()
+	for _, w := range webs {
+		w.Wait()
 	}
 }
 

@@ -1,7 +1,8 @@
-// Package proxy is albctl's data plane: a gRPC reverse proxy that terminates
-// TLS and HTTP/2 from clients and forwards each call (each HTTP/2 stream) to a
-// backend server over plaintext HTTP/2 (h2c), frames in, frames out, without
-// decoding gRPC messages.
+// Package proxy is albctl's data plane as a whole: its listeners accept
+// connections, do TLS (certificates by SNI) and hand each connection to an
+// engine: h2 forwards gRPC calls to gRPC server groups, web is the HTTP
+// reverse proxy for HTTP and HTTPS groups. route says where each call goes,
+// obs records it.
 //
 // The proxy is configured as a whole with Apply, which may be called again at
 // any time: listeners start and stop, certificates and servers change, and
@@ -10,6 +11,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -17,10 +19,15 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/albctl/albctl/pkg/balancer"
+	"github.com/albctl/albctl/pkg/proxy/h2"
+	"github.com/albctl/albctl/pkg/proxy/obs"
+	"github.com/albctl/albctl/pkg/proxy/route"
+	"github.com/albctl/albctl/pkg/proxy/web"
 )
 
 // Config is the whole data-plane configuration.
@@ -75,9 +82,9 @@ type GroupConfig struct {
 
 // Server group protocols for GroupConfig.Protocol.
 const (
-	GroupGRPC  = "gRPC"
-	GroupHTTP  = "HTTP"
-	GroupHTTPS = "HTTPS"
+	GroupGRPC  = route.ProtocolGRPC
+	GroupHTTP  = route.ProtocolHTTP
+	GroupHTTPS = route.ProtocolHTTPS
 )
 
 func (gc GroupConfig) protocol() string {
@@ -87,27 +94,20 @@ func (gc GroupConfig) protocol() string {
 	return gc.Protocol
 }
 
-// ServerConfig is a backend server: "host:port" of its gRPC (h2c) service and
-// a weight (0 = no traffic).
+// ServerConfig is a backend server: "host:port" of its service and a weight
+// (0 = no traffic).
 type ServerConfig struct {
 	Addr   string
 	Weight int
 }
-
-// Access log formats.
-const (
-	AccessLogText = "text"
-	AccessLogJSON = "json"
-)
 
 // Options are the proxy's fixed settings.
 type Options struct {
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 	// AccessLog receives one line per call; nil disables the access log.
-	AccessLog io.Writer
-	// AccessLogFormat is AccessLogText (default) or AccessLogJSON.
-	AccessLogFormat string
+	// The caller closes it after Shutdown.
+	AccessLog *obs.AccessLog
 	// OnConnectFailure, if set, is called when a real call could not connect
 	// to a backend: a passive health signal. It must not block.
 	OnConnectFailure func(groupID, addr string, err error)
@@ -117,26 +117,16 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// DialTimeout bounds connecting to a backend; 0 means 5 s.
 	DialTimeout time.Duration
-	// Engine selects the forwarding core: EngineFrames (the default, "")
-	// forwards HTTP/2 frames between connections with one reader goroutine
-	// per connection and no goroutine per call; EngineXNet serves each call
-	// with x/net/http2's Server and Transport, a handler goroutine per call.
-	// Both behave alike; the frames engine costs a fraction of the CPU.
-	Engine string
 }
-
-// Forwarding engines for Options.Engine.
-const (
-	EngineXNet   = "x/net"
-	EngineFrames = "frames"
-)
 
 // Proxy runs the listeners and forwards calls to server groups.
 type Proxy struct {
-	opts      Options
-	log       *slog.Logger
-	metrics   *metrics
-	accessLog *accessLog
+	opts Options
+	log  *slog.Logger
+	rec  *obs.Recorder
+	env  *route.Env
+	h2   *h2.Engine
+	web  web.Options
 
 	// mu serialises Apply and Shutdown and guards the maps.
 	mu        sync.Mutex
@@ -145,7 +135,7 @@ type Proxy struct {
 	closed    bool
 
 	// draining holds removed servers until their connections close.
-	draining map[*upstream]struct{}
+	draining map[*route.Upstream]struct{}
 	// stop ends background goroutines (drains) at Shutdown; bg waits for them.
 	stop chan struct{}
 	bg   sync.WaitGroup
@@ -162,26 +152,26 @@ func New(opts Options) *Proxy {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
-	if opts.Engine != EngineXNet {
-		opts.Engine = EngineFrames
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{
-		opts:      opts,
-		log:       log,
-		metrics:   newMetrics(),
+	rec := obs.NewRecorder(opts.AccessLog)
+	return &Proxy{
+		opts: opts,
+		log:  log,
+		rec:  rec,
+		env:  &route.Env{Recorder: rec, DialTimeout: opts.DialTimeout, OnConnectFailure: opts.OnConnectFailure},
+		h2: h2.New(h2.Options{
+			Logger: log, Recorder: rec, MaxConcurrentStreams: opts.MaxConcurrentStreams,
+			HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout,
+		}),
+		web:       web.Options{Recorder: rec, HandshakeTimeout: opts.HandshakeTimeout, MaxConcurrentStreams: opts.MaxConcurrentStreams},
 		listeners: make(map[string]*listener),
 		groups:    make(map[string]*group),
-		draining:  make(map[*upstream]struct{}),
+		draining:  make(map[*route.Upstream]struct{}),
 		stop:      make(chan struct{}),
 	}
-	if opts.AccessLog != nil {
-		p.accessLog = &accessLog{w: opts.AccessLog, json: opts.AccessLogFormat == AccessLogJSON}
-	}
-	return p
 }
 
 // ErrClosed is returned by Apply after Shutdown.
@@ -228,18 +218,28 @@ func (p *Proxy) Apply(cfg Config) error {
 	for id, gc := range cfg.Groups {
 		g := p.groups[id]
 		if g == nil {
-			g = &group{id: id, byAddr: map[string]*upstream{}}
+			g = &group{Group: route.NewGroup(id)}
 			p.groups[id] = g
 		}
-		p.updateGroup(g, gc)
+		g.drainTimeout = gc.DrainTimeout
+		g.scheduler = gc.Scheduler
+		if g.scheduler == "" {
+			g.scheduler = balancer.SchedulerWRR
+		}
+		// Only once no new call can pick them do removed servers start draining.
+		servers := make([]route.Server, len(gc.Servers))
+		for i, s := range gc.Servers {
+			servers[i] = route.Server(s)
+		}
+		for _, u := range g.Update(p.env, gc.protocol(), gc.Scheduler, gc.SlowStart, servers) {
+			p.drain(u, g.drainTimeout)
+		}
 	}
 	for id, g := range p.groups {
 		if _, ok := cfg.Groups[id]; !ok {
-			for _, u := range g.byAddr {
+			for _, u := range g.Remove() {
 				p.drain(u, g.drainTimeout)
 			}
-			g.byAddr = nil
-			g.state.Store(&groupState{picker: emptyPicker})
 			delete(p.groups, id)
 		}
 	}
@@ -339,7 +339,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	var err error
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for p.metrics.active.Load() > 0 && err == nil {
+	for p.rec.Active() > 0 && err == nil {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
@@ -347,10 +347,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	if err == nil {
-		// The last calls' trailers are written after their handlers
-		// return, and connections write in the background: let each
-		// connection close itself (the HTTP/2 server does so shortly after
-		// its GOAWAY once no stream is left) so no answer is cut short.
+		// Connections write in the background: let each one close itself
+		// (an HTTP/2 connection does once its last stream is done after its
+		// GOAWAY) so that no answer is cut short.
 		grace := time.NewTimer(shutdownGrace)
 		defer grace.Stop()
 	wait:
@@ -369,20 +368,20 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	close(p.stop)
 	for _, g := range groups {
-		for _, u := range g.byAddr {
-			u.close()
+		for _, u := range g.Upstreams() {
+			u.Close()
 		}
 	}
 	p.bg.Wait()
 	for _, l := range listeners {
-		l.wg.Wait()
+		l.wait()
 	}
 	return err
 }
 
 // shutdownGrace bounds how long Shutdown waits, once calls are done, for
-// client connections to finish writing and close; the HTTP/2 server closes
-// a connection one second after its GOAWAY when no stream is left.
+// client connections to finish writing and close; net/http's HTTP/2 server
+// closes a connection one second after its GOAWAY when no stream is left.
 const shutdownGrace = 1500 * time.Millisecond
 
 func openConns(listeners []*listener) int {
@@ -407,8 +406,8 @@ func (p *Proxy) Backends() []BackendRef {
 	defer p.mu.Unlock()
 	var out []BackendRef
 	for id, g := range p.groups {
-		for _, u := range g.byAddr {
-			out = append(out, BackendRef{GroupID: id, Backend: u.backend})
+		for _, u := range g.Upstreams() {
+			out = append(out, BackendRef{GroupID: id, Backend: u.Backend})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -425,8 +424,8 @@ func (p *Proxy) Backend(groupID, addr string) *balancer.Backend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if g := p.groups[groupID]; g != nil {
-		if u := g.byAddr[addr]; u != nil {
-			return u.backend
+		if u := g.Upstream(addr); u != nil {
+			return u.Backend
 		}
 	}
 	return nil
@@ -464,7 +463,7 @@ type ServerStatus struct {
 func (p *Proxy) Status() Status {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := Status{ActiveCalls: p.metrics.active.Load()}
+	st := Status{ActiveCalls: p.rec.Active()}
 	for _, l := range p.listeners {
 		ls := l.state.Load()
 		st.Listeners = append(st.Listeners, ListenerStatus{ID: l.id, Addr: l.Addr(), GroupID: ls.cfg.GroupID, Connections: l.connCount()})
@@ -472,8 +471,8 @@ func (p *Proxy) Status() Status {
 	sort.Slice(st.Listeners, func(i, j int) bool { return st.Listeners[i].ID < st.Listeners[j].ID })
 	for id, g := range p.groups {
 		gs := GroupStatus{ID: id, Scheduler: g.scheduler}
-		for _, u := range g.byAddr {
-			gs.Servers = append(gs.Servers, ServerStatus{Stats: u.backend.Stats(), Connections: u.connCount()})
+		for _, u := range g.Upstreams() {
+			gs.Servers = append(gs.Servers, ServerStatus{Stats: u.Backend.Stats(), Connections: u.ConnCount()})
 		}
 		sort.Slice(gs.Servers, func(i, j int) bool { return gs.Servers[i].Addr < gs.Servers[j].Addr })
 		st.Groups = append(st.Groups, gs)
@@ -491,4 +490,62 @@ func (p *Proxy) ListenerAddr(id string) string {
 		return l.Addr()
 	}
 	return ""
+}
+
+// group is a server group with what Apply keeps beside it.
+type group struct {
+	*route.Group
+	drainTimeout time.Duration
+	scheduler    string
+}
+
+// drain stops new calls to u, waits for its calls in flight (up to timeout,
+// if set) and closes its connections. Apply holds p.mu.
+func (p *Proxy) drain(u *route.Upstream, timeout time.Duration) {
+	u.Backend.SetDraining(true)
+	p.draining[u] = struct{}{}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		defer func() {
+			u.Close()
+			p.mu.Lock()
+			delete(p.draining, u)
+			p.mu.Unlock()
+		}()
+		var deadline <-chan time.Time
+		if timeout > 0 {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			deadline = t.C
+		}
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for u.Backend.Outstanding() > 0 {
+			select {
+			case <-deadline:
+				p.log.Info("drain timeout: closing connections", "group", u.GroupID, "server", u.Addr, "calls", u.Backend.Outstanding())
+				return
+			case <-p.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// WriteMetrics writes the proxy's metrics in the Prometheus text format.
+func (p *Proxy) WriteMetrics(w io.Writer) error {
+	if err := p.rec.WriteMetrics(w); err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(w)
+	fmt.Fprintln(bw, "# HELP albctl_proxy_upstream_connections Open connections to backends (HTTP/2 to gRPC servers, HTTP/1.1 to HTTP ones).")
+	fmt.Fprintln(bw, "# TYPE albctl_proxy_upstream_connections gauge")
+	for _, g := range p.Status().Groups {
+		for _, s := range g.Servers {
+			fmt.Fprintf(bw, "albctl_proxy_upstream_connections{group=%s,server=%s} %d\n", strconv.Quote(g.ID), strconv.Quote(s.Addr), s.Connections)
+		}
+	}
+	return bw.Flush()
 }

@@ -20,7 +20,7 @@ import (
 func TestCallKinds(t *testing.T) {
 	b := startBackend(t, "b1")
 	var logBuf testutil.SyncBuffer
-	p, addr := startProxy(t, Options{AccessLog: &logBuf, AccessLogFormat: AccessLogJSON},
+	p, addr := startProxy(t, Options{AccessLog: jsonAccessLog(t, &logBuf)},
 		testConfig(t, GroupConfig{Servers: servers(100, b)}))
 	client := dial(t, addr)
 	ctx := ctxTimeout(t, 20*time.Second)
@@ -80,6 +80,7 @@ func TestCallKinds(t *testing.T) {
 	}
 
 	// One access-log record per call, as JSON lines.
+	waitFor(t, "4 access log lines", func() bool { return strings.Count(logBuf.String(), "\n") >= 4 })
 	lines := strings.Split(strings.TrimSpace(logBuf.String()), "\n")
 	if len(lines) != 4 {
 		t.Fatalf("access log has %d lines, want 4:\n%s", len(lines), logBuf.String())
@@ -88,12 +89,12 @@ func TestCallKinds(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec["method"] != "/grpc.testing.TestService/UnaryCall" || rec["server"] != b.addr || rec["grpc_status"] != 0.0 || rec["listener"] != "lsn-test" {
+	if rec["method"] != "/grpc.testing.TestService/UnaryCall" || rec["server"] != b.Addr || rec["grpc_status"] != 0.0 || rec["listener"] != "lsn-test" {
 		t.Fatalf("access record: %v", rec)
 	}
 	var metrics bytes.Buffer
 	p.WriteMetrics(&metrics)
-	want := `albctl_proxy_calls_total{listener="lsn-test",method="/grpc.testing.TestService/UnaryCall",server="` + b.addr + `",grpc_status="0"} 1`
+	want := `albctl_proxy_calls_total{listener="lsn-test",method="/grpc.testing.TestService/UnaryCall",server="` + b.Addr + `",grpc_status="0"} 1`
 	if !strings.Contains(metrics.String(), want) {
 		t.Fatalf("metrics lack %s:\n%s", want, metrics.String())
 	}
@@ -133,7 +134,7 @@ func TestMetadataAndTrailers(t *testing.T) {
 			t.Fatalf("binary metadata: %v", md)
 		}
 	}
-	seen, _ := b.seen()
+	seen, _ := b.Seen()
 	if got := seen.Get("x-forwarded-for"); len(got) != 1 || got[0] != "192.0.2.7, 127.0.0.1" {
 		t.Fatalf("x-forwarded-for = %v", got)
 	}
@@ -164,7 +165,7 @@ func TestGRPCTimeoutForwarded(t *testing.T) {
 	if _, err := client.UnaryCall(ctxTimeout(t, 3*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	_, left := b.seen()
+	_, left := b.Seen()
 	if left <= 2*time.Second || left > 3*time.Second {
 		t.Fatalf("backend saw %v left of a 3s deadline", left)
 	}
@@ -173,7 +174,7 @@ func TestGRPCTimeoutForwarded(t *testing.T) {
 	_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 	wantCode(t, err, codes.DeadlineExceeded, "")
 	select {
-	case <-b.cancelled:
+	case <-b.Cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("backend call outlived the client's deadline")
 	}
@@ -192,15 +193,15 @@ func TestRequestTimeout(t *testing.T) {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-sleep", "10s")
 	start := time.Now()
 	_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
-	wantCode(t, err, codes.DeadlineExceeded, "request timeout of 300ms expired waiting for server "+b.addr)
+	wantCode(t, err, codes.DeadlineExceeded, "request timeout of 300ms expired waiting for server "+b.Addr)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("request timeout took %v", d)
 	}
-	if _, left := b.seen(); left != 0 {
+	if _, left := b.Seen(); left != 0 {
 		t.Fatalf("backend saw a deadline %v away; the request timeout must not be forwarded", left)
 	}
 	select {
-	case <-b.cancelled:
+	case <-b.Cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the timed-out call was not cancelled at the backend")
 	}
@@ -232,12 +233,12 @@ func TestClientCancelReachesBackend(t *testing.T) {
 		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 		done <- err
 	}()
-	for b.calls.Load() == 0 {
+	for b.Calls.Load() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	select {
-	case <-b.cancelled:
+	case <-b.Cancelled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("cancellation did not reach the backend")
 	}
@@ -247,7 +248,7 @@ func TestClientCancelReachesBackend(t *testing.T) {
 func TestErrorsAreGRPC(t *testing.T) {
 	// A port that refuses connections.
 	dead := startBackend(t, "dead")
-	dead.srv.Stop()
+	dead.Srv.Stop()
 
 	t.Run("refused", func(t *testing.T) {
 		var mu testutil.SyncBuffer
@@ -255,8 +256,8 @@ func TestErrorsAreGRPC(t *testing.T) {
 			mu.Write([]byte(g + " " + a))
 		}}, testConfig(t, GroupConfig{Servers: servers(100, dead)}))
 		_, err := dial(t, addr).UnaryCall(ctxTimeout(t, 10*time.Second), &testpb.SimpleRequest{})
-		wantCode(t, err, codes.Unavailable, "connection refused to "+dead.addr)
-		if !strings.Contains(mu.String(), "sgp-test "+dead.addr) {
+		wantCode(t, err, codes.Unavailable, "connection refused to "+dead.Addr)
+		if !strings.Contains(mu.String(), "sgp-test "+dead.Addr) {
 			t.Fatalf("passive health hook not called: %q", mu.String())
 		}
 	})
@@ -267,7 +268,7 @@ func TestErrorsAreGRPC(t *testing.T) {
 	})
 	t.Run("retry once elsewhere", func(t *testing.T) {
 		good := startBackend(t, "good")
-		p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{dead.addr, 100}, {good.addr, 100}}}))
+		p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{dead.Addr, 100}, {good.Addr, 100}}}))
 		client := dial(t, addr)
 		for i := 0; i < 10; i++ {
 			res, err := client.UnaryCall(ctxTimeout(t, 10*time.Second), &testpb.SimpleRequest{})
@@ -275,7 +276,7 @@ func TestErrorsAreGRPC(t *testing.T) {
 				t.Fatalf("call %d: %v %v", i, res, err)
 			}
 		}
-		if st := p.Backend("sgp-test", dead.addr).Stats(); st.ConnectFailures != 5 {
+		if st := p.Backend("sgp-test", dead.Addr).Stats(); st.ConnectFailures != 5 {
 			t.Fatalf("dead server: %+v, want 5 connect failures", st)
 		}
 	})

@@ -14,20 +14,20 @@ func TestSlowStartNewServer(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
 	cfg := testConfig(t, GroupConfig{Servers: servers(100, b1), SlowStart: slowStart})
 	p, addr := startProxy(t, Options{}, cfg)
-	if p.Backend("sgp-test", b1.addr).Warming() {
+	if p.Backend("sgp-test", b1.Addr).Warming() {
 		t.Fatal("a server of a new group is warming")
 	}
 	client := dial(t, addr)
 	ctx := ctxTimeout(t, 10*time.Second)
 	calls := func(n int) (toB2 int64) {
 		t.Helper()
-		before := b2.calls.Load()
+		before := b2.Calls.Load()
 		for i := 0; i < n; i++ {
 			if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return b2.calls.Load() - before
+		return b2.Calls.Load() - before
 	}
 	calls(10) // connect
 
@@ -38,7 +38,7 @@ func TestSlowStartNewServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	added := time.Now()
-	if !p.Backend("sgp-test", b2.addr).Warming() {
+	if !p.Backend("sgp-test", b2.Addr).Warming() {
 		t.Fatal("a server added to a running group is not warming")
 	}
 	// About 10 of 110 at the floor; even if these calls took half the ramp
@@ -54,7 +54,7 @@ func TestSlowStartNewServer(t *testing.T) {
 	if late < 85 || late > 115 {
 		t.Fatalf("after the ramp the new server got %d of 200 calls, want about half", late)
 	}
-	if p.Backend("sgp-test", b2.addr).Warming() {
+	if p.Backend("sgp-test", b2.Addr).Warming() {
 		t.Fatal("the new server is still warming after the ramp")
 	}
 }

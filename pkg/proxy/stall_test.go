@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,9 +23,6 @@ import (
 // checks that another client's calls to the same backend, over the same
 // backend connection, still succeed promptly.
 func TestStuckClientDoesNotStallOthers(t *testing.T) {
-	if os.Getenv("ALBCTL_PROXY_ENGINE") == EngineXNet {
-		t.Skip("the x/net engine buffers per call and has its own flow control")
-	}
 	b := startBackend(t, "b1")
 	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
 	good := dial(t, addr)
@@ -44,7 +40,7 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	last, still := int64(-1), 0
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && still < 3; {
 		time.Sleep(100 * time.Millisecond)
-		if n := b.sent.Load(); n == last {
+		if n := b.Sent.Load(); n == last {
 			still++
 		} else {
 			last, still = n, 0
@@ -69,7 +65,7 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 // sends until cancelled, and never reads what comes back.
 func startStuckStream(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,9 +113,6 @@ func startStuckStream(t *testing.T, addr string) net.Conn {
 // call must go on serving the client's other calls, which the group then
 // sends to a normal backend.
 func TestStuckBackendDoesNotStallOthers(t *testing.T) {
-	if os.Getenv("ALBCTL_PROXY_ENGINE") == EngineXNet {
-		t.Skip("the x/net engine buffers per call and has its own flow control")
-	}
 	stuck := startStuckBackend(t)
 	good := startBackend(t, "good")
 	cfg := testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: stuck.addr, Weight: 100}}})
@@ -171,7 +164,7 @@ func TestStuckBackendDoesNotStallOthers(t *testing.T) {
 	// From now on the group sends new calls to the normal backend only;
 	// the stuck call stays where it is.
 	g := cfg.Groups["sgp-test"]
-	g.Servers = []ServerConfig{{Addr: stuck.addr, Weight: 0}, {Addr: good.addr, Weight: 100}}
+	g.Servers = []ServerConfig{{Addr: stuck.addr, Weight: 0}, {Addr: good.Addr, Weight: 100}}
 	cfg.Groups = map[string]GroupConfig{"sgp-test": g}
 	if err := p.Apply(cfg); err != nil {
 		t.Fatal(err)
@@ -183,7 +176,7 @@ func TestStuckBackendDoesNotStallOthers(t *testing.T) {
 			t.Fatalf("call %d, %v after the backend got stuck: %v", i, time.Since(start), err)
 		}
 	}
-	if n := good.calls.Load(); n != 20 {
+	if n := good.Calls.Load(); n != 20 {
 		t.Fatalf("the normal backend saw %d calls, want 20", n)
 	}
 	if n := sent.Load(); n != last {

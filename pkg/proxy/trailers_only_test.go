@@ -24,7 +24,7 @@ func TestTrailersOnlyAnswersPassThrough(t *testing.T) {
 	_, err := client.UnimplementedCall(ctxTimeout(t, 5*time.Second), &testpb.Empty{})
 	wantCode(t, err, codes.Unimplemented, "")
 
-	creds := credentials.NewTLS(&tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost"})
+	creds := credentials.NewTLS(&tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost"})
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)

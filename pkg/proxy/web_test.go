@@ -74,14 +74,14 @@ func webConfig(t *testing.T, tlsOn bool, group GroupConfig) Config {
 	lc := ListenerConfig{ID: "lsn-test", Addr: "127.0.0.1:0", GroupID: "sgp-test"}
 	if tlsOn {
 		lc.HTTP2 = true
-		lc.Certificates = []tls.Certificate{testCA(t).cert(t, "localhost")}
+		lc.Certificates = []tls.Certificate{testCA(t).Cert(t, "localhost")}
 	}
 	return Config{Listeners: []ListenerConfig{lc}, Groups: map[string]GroupConfig{"sgp-test": group}}
 }
 
 func webClient(t *testing.T, h2 bool) *http.Client {
 	tr := &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost"},
+		TLSClientConfig:   &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost"},
 		ForceAttemptHTTP2: h2,
 	}
 	if !h2 {
@@ -139,7 +139,7 @@ func TestWebHTTPSBalancesEachRequest(t *testing.T) {
 func TestWebPlainHTTPWithBodyAccessLogAndMetrics(t *testing.T) {
 	b := webBackend(t, "b1", false)
 	var logBuf testutil.SyncBuffer
-	p, addr := startProxy(t, Options{AccessLog: &logBuf, AccessLogFormat: AccessLogJSON},
+	p, addr := startProxy(t, Options{AccessLog: jsonAccessLog(t, &logBuf)},
 		webConfig(t, false, GroupConfig{Servers: []ServerConfig{{Addr: hostPort(b), Weight: 100}}}))
 
 	req, _ := http.NewRequest("POST", "http://"+addr+"/submit", strings.NewReader("hello body"))

@@ -18,6 +18,7 @@ import (
 	albdns "github.com/albctl/albctl/pkg/dns"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
+	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/state"
 )
 
@@ -39,9 +40,6 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// ReloadInterval is how often the state file is checked for changes; 0 means 250 ms.
 	ReloadInterval time.Duration
-	// Engine picks the proxy's forwarding core (proxy.EngineFrames, the default, or
-	// proxy.EngineXNet), for comparing them.
-	Engine string
 	// Ready, if set, is called once everything listens, with the admin API's address.
 	Ready func(adminAddr string)
 }
@@ -78,13 +76,17 @@ func Run(ctx context.Context, opts Options) error {
 	}))
 	srv := &Server{opts: opts, log: log, health: health.New(health.Options{Logger: log})}
 	defer srv.health.Close()
+	var accessLog *obs.AccessLog
+	if opts.AccessLog != nil {
+		accessLog = obs.NewAccessLog(opts.AccessLog, opts.AccessLogFormat, log)
+		// After the proxy's shutdown (deferred below), so the last calls are logged.
+		defer accessLog.Close()
+	}
 	srv.proxy = proxy.New(proxy.Options{
-		Logger:          log,
-		AccessLog:       opts.AccessLog,
-		AccessLogFormat: opts.AccessLogFormat,
+		Logger:    log,
+		AccessLog: accessLog,
 		// A call that could not connect counts as a failed health check.
 		OnConnectFailure: srv.health.ReportFailure,
-		Engine:           opts.Engine,
 	})
 
 	seen := opts.Store.Stat()

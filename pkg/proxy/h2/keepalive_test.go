@@ -1,4 +1,4 @@
-package proxy
+package h2
 
 import (
 	"crypto/tls"
@@ -14,20 +14,23 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	grpckeepalive "google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/albctl/albctl/internal/testutil"
 )
 
 // A backend connection whose peer goes silent mid-call is closed after an
 // unanswered PING: the call fails with UNAVAILABLE within about read-idle
 // plus ping timeout, and the next call gets a new connection.
 func TestKeepaliveDeadBackend(t *testing.T) {
-	b := startBackendWith(t, "b1", allowPings)
-	r := startRelay(t, b.addr)
-	p, addr := startProxy(t, Options{Engine: EngineFrames}, testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: r.addr, Weight: 100}}}))
+	b := testutil.StartInterop(t, "b1", allowPings)
+	r := startRelay(t, b.Addr)
+	tf := startFront(t, r.addr)
+	addr := tf.addr
 	client := dial(t, addr)
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	bcs := backendConns(p, r.addr)
+	bcs := tf.backendConns(r.addr)
 	if len(bcs) != 1 {
 		t.Fatalf("%d backend connections, want 1", len(bcs))
 	}
@@ -39,7 +42,7 @@ func TestKeepaliveDeadBackend(t *testing.T) {
 		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
 		errc <- err
 	}()
-	waitFor(t, "the call to reach the backend", func() bool { return b.calls.Load() == 2 })
+	testutil.WaitFor(t, "the call to reach the backend", func() bool { return b.Calls.Load() == 2 })
 	r.freeze()
 	start := time.Now()
 	select {
@@ -64,13 +67,14 @@ func TestKeepaliveDeadBackend(t *testing.T) {
 // A call that is quiet for several read-idle intervals keeps its backend
 // connection: the backend answers the PINGs.
 func TestKeepaliveQuietCallStaysOpen(t *testing.T) {
-	b := startBackendWith(t, "b1", allowPings)
-	p, addr := startProxy(t, Options{Engine: EngineFrames}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
+	b := testutil.StartInterop(t, "b1", allowPings)
+	tf := startFront(t, b.Addr)
+	addr := tf.addr
 	client := dial(t, addr)
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	bc := backendConns(p, b.addr)[0]
+	bc := tf.backendConns(b.Addr)[0]
 	bc.setKeepalive(200*time.Millisecond, 500*time.Millisecond)
 	lastRead := bc.keepalive.lastRead.Load()
 	// The backend sends nothing for 1.2 s, then one message.
@@ -86,7 +90,7 @@ func TestKeepaliveQuietCallStaysOpen(t *testing.T) {
 	if bc.keepalive.lastRead.Load() == lastRead {
 		t.Fatal("nothing came from the backend before the answer: no PING was answered")
 	}
-	if bcs := backendConns(p, b.addr); len(bcs) != 1 || bcs[0] != bc {
+	if bcs := tf.backendConns(b.Addr); len(bcs) != 1 || bcs[0] != bc {
 		t.Fatal("the backend connection was replaced")
 	}
 }
@@ -95,19 +99,20 @@ func TestKeepaliveQuietCallStaysOpen(t *testing.T) {
 // default policy would answer PINGs on an idle connection with GOAWAY
 // "too_many_pings" and close it.
 func TestKeepaliveIdleBackendNotPinged(t *testing.T) {
-	b := startBackend(t, "b1")
-	p, addr := startProxy(t, Options{Engine: EngineFrames}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
+	b := testutil.StartInterop(t, "b1")
+	tf := startFront(t, b.Addr)
+	addr := tf.addr
 	client := dial(t, addr)
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	bc := backendConns(p, b.addr)[0]
+	bc := tf.backendConns(b.Addr)[0]
 	bc.setKeepalive(50*time.Millisecond, 50*time.Millisecond)
 	time.Sleep(time.Second)
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if bcs := backendConns(p, b.addr); len(bcs) != 1 || bcs[0] != bc {
+	if bcs := tf.backendConns(b.Addr); len(bcs) != 1 || bcs[0] != bc {
 		t.Fatal("the idle backend connection was replaced: it was pinged")
 	}
 }
@@ -115,14 +120,15 @@ func TestKeepaliveIdleBackendNotPinged(t *testing.T) {
 // A client connection whose peer goes silent is closed after an unanswered
 // PING, and its calls are cancelled at their backends.
 func TestKeepaliveDeadClient(t *testing.T) {
-	b := startBackend(t, "b1")
-	p, addr := startProxy(t, Options{Engine: EngineFrames}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
+	b := testutil.StartInterop(t, "b1")
+	tf := startFront(t, b.Addr)
+	addr := tf.addr
 	r := startRelay(t, addr)
 	client := dial(t, r.addr)
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	fcs := clientConns(p)
+	fcs := tf.clientConns()
 	if len(fcs) != 1 {
 		t.Fatalf("%d client connections, want 1", len(fcs))
 	}
@@ -130,11 +136,11 @@ func TestKeepaliveDeadClient(t *testing.T) {
 
 	ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, 10*time.Second), "x-sleep", "8s")
 	go client.UnaryCall(ctx, &testpb.SimpleRequest{})
-	waitFor(t, "the call to reach the backend", func() bool { return b.calls.Load() == 2 })
+	testutil.WaitFor(t, "the call to reach the backend", func() bool { return b.Calls.Load() == 2 })
 	r.freeze()
 	start := time.Now()
 	select {
-	case <-b.cancelled:
+	case <-b.Cancelled:
 		t.Logf("the backend call was cancelled %v after the client went silent", time.Since(start))
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("the backend call was cancelled only after %v", d)
@@ -142,14 +148,15 @@ func TestKeepaliveDeadClient(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the silent client's call was not cancelled at the backend")
 	}
-	waitFor(t, "the client connection to close", func() bool { return len(clientConns(p)) == 0 })
+	testutil.WaitFor(t, "the client connection to close", func() bool { return len(tf.clientConns()) == 0 })
 }
 
 // The proxy answers a client's PING with the same payload.
 func TestClientPingAnswered(t *testing.T) {
-	b := startBackend(t, "b1")
-	_, addr := startProxy(t, Options{Engine: EngineFrames}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
-	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	b := testutil.StartInterop(t, "b1")
+	tf := startFront(t, b.Addr)
+	addr := tf.addr
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testutil.TestCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,32 +199,6 @@ func (c *h2conn) setKeepalive(readIdle, pingTimeout time.Duration) {
 	defer k.mu.Unlock()
 	k.readIdle, k.pingTimeout = readIdle, pingTimeout
 	k.timer.Reset(readIdle)
-}
-
-// backendConns returns the frames engine's connections to server addr of
-// group "sgp-test".
-func backendConns(p *Proxy, addr string) []*backConn {
-	p.mu.Lock()
-	u := p.groups["sgp-test"].byAddr[addr]
-	p.mu.Unlock()
-	u.pool.mu.Lock()
-	defer u.pool.mu.Unlock()
-	return append([]*backConn(nil), u.pool.conns...)
-}
-
-// clientConns returns the frames engine's client connections of listener
-// "lsn-test".
-func clientConns(p *Proxy) []*frontConn {
-	p.mu.Lock()
-	l := p.listeners["lsn-test"]
-	p.mu.Unlock()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []*frontConn
-	for fc := range l.fconns {
-		out = append(out, fc)
-	}
-	return out
 }
 
 // relay forwards TCP connections to a target. freeze makes the connections

@@ -1,12 +1,12 @@
-package proxy
+package obs
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,10 +26,14 @@ type callKey struct {
 	code                     int
 }
 
-// metrics holds the proxy's counters. The maps only grow when a new label
-// combination appears; a call with known labels takes a read lock and does
-// atomic adds.
-type metrics struct {
+// Recorder takes what the engines report: calls as they start and end,
+// fail-open picks and failed connects. It keeps the counters behind the
+// proxy's metrics and writes the access log. The maps only grow when a new
+// label combination appears; a call with known labels takes a read lock and
+// does atomic adds.
+type Recorder struct {
+	accessLog *AccessLog // nil: off
+
 	mu        sync.RWMutex
 	calls     map[callKey]*atomic.Uint64
 	latency   map[string]*histogram // by listener
@@ -46,15 +50,18 @@ type histogram struct {
 	sumNs  atomic.Uint64
 }
 
-func newMetrics() *metrics {
-	return &metrics{
-		calls:   make(map[callKey]*atomic.Uint64),
-		latency: make(map[string]*histogram),
-		methods: make(map[string]bool),
+// NewRecorder returns a recorder that writes each call to accessLog, if not
+// nil.
+func NewRecorder(accessLog *AccessLog) *Recorder {
+	return &Recorder{
+		accessLog: accessLog,
+		calls:     make(map[callKey]*atomic.Uint64),
+		latency:   make(map[string]*histogram),
+		methods:   make(map[string]bool),
 	}
 }
 
-func (m *metrics) record(key callKey, d time.Duration, in, out int64) {
+func (m *Recorder) count(key callKey, d time.Duration, in, out int64) {
 	listener, method := key.listener, key.method
 	m.bytesIn.Add(uint64(in))
 	m.bytesOut.Add(uint64(out))
@@ -97,9 +104,8 @@ func (m *metrics) record(key callKey, d time.Duration, in, out int64) {
 	h.sumNs.Add(uint64(d))
 }
 
-// WriteMetrics writes the proxy's metrics in the Prometheus text format.
-func (p *Proxy) WriteMetrics(w io.Writer) error {
-	m := p.metrics
+// WriteMetrics writes the call metrics in the Prometheus text format.
+func (m *Recorder) WriteMetrics(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 
 	m.mu.RLock()
@@ -165,17 +171,15 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_fail_open_picks_total counter")
 	fmt.Fprintf(bw, "albctl_proxy_fail_open_picks_total %d\n", m.failOpen.Load())
 
-	fmt.Fprintln(bw, "# HELP albctl_proxy_upstream_connections Open connections to backends (HTTP/2 to gRPC servers, HTTP/1.1 to HTTP ones).")
-	fmt.Fprintln(bw, "# TYPE albctl_proxy_upstream_connections gauge")
-	for _, g := range p.Status().Groups {
-		for _, s := range g.Servers {
-			fmt.Fprintf(bw, "albctl_proxy_upstream_connections{group=%s,server=%s} %d\n", quoteLabel(g.ID), quoteLabel(s.Addr), s.Connections)
-		}
+	if m.accessLog != nil {
+		fmt.Fprintln(bw, "# HELP albctl_proxy_access_log_dropped_total Access log lines dropped because the log's writer fell behind.")
+		fmt.Fprintln(bw, "# TYPE albctl_proxy_access_log_dropped_total counter")
+		fmt.Fprintf(bw, "albctl_proxy_access_log_dropped_total %d\n", m.accessLog.Dropped())
 	}
 	return bw.Flush()
 }
 
-func writeCalls(w io.Writer, m *metrics, keys []callKey, web bool, name, codeLabel string) {
+func writeCalls(w io.Writer, m *Recorder, keys []callKey, web bool, name, codeLabel string) {
 	for _, k := range keys {
 		if k.web != web {
 			continue
@@ -194,79 +198,61 @@ func quoteLabel(s string) string {
 	return strconv.Quote(s)
 }
 
-// AccessRecord is one access-log entry: one per call.
-type AccessRecord struct {
-	Time       time.Time     `json:"time"`
-	Client     string        `json:"client"`
-	Listener   string        `json:"listener"`
-	Method     string        `json:"method"`
-	Server     string        `json:"server"`
-	GRPCStatus *int          `json:"grpc_status,omitempty"` // gRPC calls
-	HTTPStatus int           `json:"http_status,omitempty"` // HTTP requests
-	Duration   time.Duration `json:"-"`
-	DurationMs float64       `json:"duration_ms"`
-	BytesIn    int64         `json:"bytes_in"`
-	BytesOut   int64         `json:"bytes_out"`
+// Call is one finished call, or one HTTP request, as an engine reports it.
+type Call struct {
+	// Web marks an HTTP request: Method is "GET /path" and Code its HTTP
+	// status. Otherwise Method is the gRPC method's path and Code its
+	// grpc-status.
+	Web      bool
+	Listener string
+	Client   string // "ip:port"
+	Method   string
+	Server   string // "" if no server was picked
+	Code     int
+	Start    time.Time
+	BytesIn  int64
+	BytesOut int64
 }
 
-// accessLog serialises records to one writer.
-type accessLog struct {
-	mu   sync.Mutex
-	w    io.Writer
-	json bool
-	buf  []byte
-}
+// Started counts a call in flight; each is ended by Finished.
+func (m *Recorder) Started() { m.active.Add(1) }
 
-func (a *accessLog) write(r *AccessRecord) {
-	r.DurationMs = float64(r.Duration.Microseconds()) / 1000
-	if r.Server == "" {
-		r.Server = "-"
+// Active returns the calls in flight.
+func (m *Recorder) Active() int64 { return m.active.Load() }
+
+// FailOpen counts a call sent to an unhealthy server because its whole
+// group was unhealthy.
+func (m *Recorder) FailOpen() { m.failOpen.Add(1) }
+
+// ConnectFailed counts an attempt that could not connect to a server.
+func (m *Recorder) ConnectFailed() { m.connFails.Add(1) }
+
+// Finished ends a call's accounting: the in-flight gauge, the counters and
+// the access log.
+func (m *Recorder) Finished(c *Call) {
+	m.active.Add(-1)
+	d := time.Since(c.Start)
+	label := c.Server
+	if label == "" {
+		label = "-"
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := a.buf[:0]
-	if a.json {
-		js, err := json.Marshal(r)
-		if err != nil {
-			return
+	metricMethod := c.Method
+	if c.Web {
+		// "GET /path": paths are unbounded, so the metrics keep only the HTTP method.
+		metricMethod, _, _ = strings.Cut(c.Method, " ")
+	}
+	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, code: c.Code}, d, c.BytesIn, c.BytesOut)
+	if m.accessLog != nil {
+		r := Record{
+			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method,
+			Server: c.Server, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
 		}
-		b = append(append(b, js...), '\n')
-	} else {
-		b = r.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
-		b = appendField(b, "client", r.Client)
-		b = appendField(b, "listener", r.Listener)
-		b = appendField(b, "method", r.Method)
-		b = appendField(b, "server", r.Server)
-		if r.GRPCStatus != nil {
-			b = append(b, " grpc_status="...)
-			b = strconv.AppendInt(b, int64(*r.GRPCStatus), 10)
+		if c.Web {
+			r.HTTPStatus = c.Code
 		} else {
-			b = append(b, " http_status="...)
-			b = strconv.AppendInt(b, int64(r.HTTPStatus), 10)
+			status := c.Code
+			r.GRPCStatus = &status
 		}
-		b = append(b, " duration_ms="...)
-		b = strconv.AppendFloat(b, r.DurationMs, 'f', 3, 64)
-		b = append(b, " bytes_in="...)
-		b = strconv.AppendInt(b, r.BytesIn, 10)
-		b = append(b, " bytes_out="...)
-		b = strconv.AppendInt(b, r.BytesOut, 10)
-		b = append(b, '\n')
+		m.accessLog.Log(&r)
 	}
-	a.buf = b
-	_, _ = a.w.Write(b)
-}
-
-// appendField writes " key=value", quoting the value if it could be
-// mistaken for more fields.
-func appendField(b []byte, key, value string) []byte {
-	b = append(append(append(b, ' '), key...), '=')
-	for i := 0; i < len(value); i++ {
-		if c := value[i]; c <= ' ' || c > '~' || c == '"' || c == '=' {
-			return strconv.AppendQuote(b, value)
-		}
-	}
-	if value == "" {
-		return append(b, `""`...)
-	}
-	return append(b, value...)
 }

@@ -1,4 +1,4 @@
-package proxy
+package sock
 
 import (
 	"bytes"
@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// sockPair returns a sockConn and the plain TCP connection at its other end.
-func sockPair(t *testing.T) (*sockConn, *net.TCPConn) {
+// sockPair returns a rawConn and the plain TCP connection at its other end.
+func sockPair(t *testing.T) (*rawConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -31,9 +31,9 @@ func sockPair(t *testing.T) (*sockConn, *net.TCPConn) {
 	if peer == nil {
 		t.Fatal("accept failed")
 	}
-	sc, ok := newSockConn(c).(*sockConn)
+	sc, ok := Raw(c).(*rawConn)
 	if !ok {
-		t.Fatalf("newSockConn(%T) did not wrap the TCP connection", c)
+		t.Fatalf("Raw(%T) did not wrap the TCP connection", c)
 	}
 	t.Cleanup(func() { sc.Close(); peer.Close() })
 	return sc, peer.(*net.TCPConn)

@@ -1,4 +1,4 @@
-package proxy
+package h2
 
 import (
 	"bufio"
@@ -12,6 +12,9 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/albctl/albctl/pkg/proxy/route"
+	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
 // frontConn is a client's HTTP/2 connection in the frames engine. Its
@@ -19,7 +22,7 @@ import (
 // forwards the client's frames; backend readers write responses into it.
 type frontConn struct {
 	h2conn
-	l          *listener
+	srv        *Server
 	remote     string
 	maxStreams uint32
 	idle       time.Duration
@@ -41,46 +44,47 @@ type frontConn struct {
 	waitAt    time.Time // when waitTimer fires; zero if it is not set
 }
 
-// serveFrames runs the frames engine on an accepted TLS connection that
-// negotiated h2, until the connection ends.
-func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
+// ServeConn runs the engine on an accepted TLS connection that negotiated
+// h2, until the connection ends. sc is the socket below TLS.
+func (srv *Server) ServeConn(tc *tls.Conn, sc *sock.Spill) {
+	e := srv.e
 	br := bufio.NewReaderSize(tc, 16<<10)
-	_ = tc.SetReadDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
+	_ = tc.SetReadDeadline(time.Now().Add(e.opts.HandshakeTimeout))
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
-		l.p.log.Debug("bad HTTP/2 preface", "listener", l.id, "client", tc.RemoteAddr().String())
+		e.log.Debug("bad HTTP/2 preface", "listener", srv.route().ListenerID, "client", tc.RemoteAddr().String())
 		return
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 
 	fc := &frontConn{
-		l:          l,
+		srv:        srv,
 		remote:     tc.RemoteAddr().String(),
-		maxStreams: l.p.opts.MaxConcurrentStreams,
-		idle:       st.h2.idleTimeout,
+		maxStreams: e.opts.MaxConcurrentStreams,
+		idle:       srv.route().IdleTimeout,
 		calls:      map[uint32]*fcall{},
 		idleSince:  time.Now(),
 	}
-	fc.init(tc, sc, br, newHeaderReader(maxHeaderBytes, requestPseudo), (*fcall).resumeResponse)
+	fc.init(tc, sc, br, newHeaderReader(route.MaxHeaderBytes, requestPseudo), (*fcall).resumeResponse)
 	fc.startKeepalive(clientReadIdle, clientPingTimeout, nil)
 	defer fc.close()
 	fc.wmu.Lock()
 	_ = fc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: fc.maxStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
-		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderBytes},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: route.MaxHeaderBytes},
 	)
 	_ = fc.fr.WriteWindowUpdate(0, connWindow-65535)
 	fc.unlock(nil)
 
-	l.mu.Lock()
-	closing := l.closing
-	l.fconns[fc] = struct{}{}
-	l.mu.Unlock()
+	srv.mu.Lock()
+	closing := srv.closing
+	srv.conns[fc] = struct{}{}
+	srv.mu.Unlock()
 	defer func() {
-		l.mu.Lock()
-		delete(l.fconns, fc)
-		l.mu.Unlock()
+		srv.mu.Lock()
+		delete(srv.conns, fc)
+		srv.mu.Unlock()
 	}()
 	if closing {
 		fc.goAway()
@@ -111,7 +115,7 @@ func (l *listener) serveFrames(tc *tls.Conn, sc *spillConn, st *listenerState) {
 	}
 	fl.flush()
 	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && err != errTooManyResets {
-		l.p.log.Debug("client connection ended", "listener", l.id, "client", fc.remote, "err", err)
+		e.log.Debug("client connection ended", "listener", srv.route().ListenerID, "client", fc.remote, "err", err)
 	}
 }
 
@@ -177,8 +181,8 @@ func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 			if s := fc.call(f.StreamID); s != nil {
 				s.onClientReset(fl)
 				if !fc.resets.allow(time.Now()) {
-					fc.l.p.log.Warn("client reset too many calls: closing its connection",
-						"listener", fc.l.id, "client", fc.remote)
+					fc.srv.e.log.Warn("client reset too many calls: closing its connection",
+						"listener", fc.srv.route().ListenerID, "client", fc.remote)
 					fc.wmu.Lock()
 					_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
 					fc.unlock(fl)
@@ -310,15 +314,14 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) {
 		fc.rst(fl, id, http2.ErrCodeProtocol)
 		return
 	}
-	st := fc.l.state.Load()
 	s := &fcall{
-		p:       fc.l.p,
+		e:       fc.srv.e,
 		fc:      fc,
 		cid:     id,
-		st:      st,
+		rt:      fc.srv.route(),
 		start:   time.Now(),
 		code:    codeOK,
-		source:  hostOf(fc.remote),
+		source:  route.HostOf(fc.remote),
 		reqEnd:  hb.endStream,
 		replay:  true,
 		timeout: -1,
@@ -335,7 +338,7 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) {
 	fc.mu.Lock()
 	fc.calls[id] = s
 	fc.mu.Unlock()
-	s.p.metrics.active.Add(1)
+	s.e.rec.Started()
 	s.begin(fl)
 }
 
@@ -380,8 +383,8 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: s.source})
 	}
 	out = append(out, hpack.HeaderField{Name: "x-forwarded-proto", Value: "https"})
-	if s.st.port != nil {
-		out = append(out, hpack.HeaderField{Name: "x-forwarded-port", Value: s.st.port[0]})
+	if s.rt.ForwardedPort != nil {
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-port", Value: s.rt.ForwardedPort[0]})
 	}
 	s.reqHeaders = out
 }
@@ -409,9 +412,9 @@ func (fc *frontConn) removeCall(id uint32) {
 // first sends what is pending (such as the last trailers), which may take a
 // while with a client that does not read.
 func (fc *frontConn) closeAsync() {
-	fc.l.wg.Add(1) // the connection's serveConn still holds the group
+	fc.srv.wg.Add(1) // ServeConn still runs, so Wait cannot be waiting yet
 	go func() {
-		defer fc.l.wg.Done()
+		defer fc.srv.wg.Done()
 		fc.close()
 	}()
 }
@@ -430,7 +433,7 @@ func (fc *frontConn) goAway() {
 	if closeNow {
 		fc.closing = true
 	}
-	fc.l.wg.Add(1) // not closing: the connection's serveConn still holds the group
+	fc.srv.wg.Add(1) // not closing: ServeConn still runs, so Wait cannot be waiting yet
 	fc.mu.Unlock()
 	fc.wmu.Lock()
 	_ = fc.fr.WriteGoAway(last, http2.ErrCodeNo, nil)
@@ -438,7 +441,7 @@ func (fc *frontConn) goAway() {
 	// The caller (Apply, Shutdown, the idle timer) must not wait for a
 	// client that does not read, so the GOAWAY leaves from a goroutine.
 	go func() {
-		defer fc.l.wg.Done()
+		defer fc.srv.wg.Done()
 		if closeNow {
 			fc.close()
 		} else {

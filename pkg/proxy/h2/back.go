@@ -1,4 +1,4 @@
-package proxy
+package h2
 
 import (
 	"bufio"
@@ -10,13 +10,16 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/albctl/albctl/pkg/proxy/route"
+	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
 // backConn is an h2c connection to a backend in the frames engine. Its
 // reader goroutine forwards the backend's frames to the calls' clients.
 type backConn struct {
 	h2conn
-	u *upstream
+	pool *pool
 
 	// nextID is the next stream ID; under wmu, so IDs reach the wire in
 	// order.
@@ -25,14 +28,14 @@ type backConn struct {
 	mu    sync.Mutex
 	calls map[uint32]*fcall
 
-	// Under u.pool.mu.
+	// Under pool.mu.
 	active     int    // calls holding a stream slot
 	maxStreams uint32 // the backend's MAX_CONCURRENT_STREAMS, capped
 	opened     uint32 // streams ever opened, to retire the connection before IDs run out
 	goaway     bool   // no new streams
 	closed     bool
 
-	idleSince time.Time   // under u.pool.mu: when active last fell to 0
+	idleSince time.Time   // under pool.mu: when active last fell to 0
 	idleTimer *time.Timer // closes the connection after backendIdleTimeout unused
 
 	ready      chan struct{} // closed at the backend's first SETTINGS
@@ -47,15 +50,29 @@ func (bc *backConn) hasCalls() bool {
 }
 
 // backendIdleTimeout closes a backend connection that carried no call for
-// this long, as the x/net engine's transport does.
+// this long, as x/net's HTTP/2 transport does.
 const backendIdleTimeout = 5 * time.Minute
 
-// backPool is an upstream's set of backend connections.
-type backPool struct {
+// pool is a server's set of backend connections.
+type pool struct {
+	e *Engine
+	u *route.Upstream
+
 	mu      sync.Mutex
 	conns   []*backConn
 	dialing *dialCall
+
+	readers sync.WaitGroup // the connections' reader goroutines
 }
+
+// poolOf returns u's pool of backend connections.
+func (e *Engine) poolOf(u *route.Upstream) *pool {
+	return u.Pool(route.PoolH2, func(u *route.Upstream) route.Pool { return &pool{e: e, u: u} }).(*pool)
+}
+
+// Close waits for the reader goroutines; the upstream has closed their
+// connections.
+func (bp *pool) Close() { bp.readers.Wait() }
 
 // dialCall is a dial in progress that other calls wait for.
 type dialCall struct {
@@ -65,13 +82,13 @@ type dialCall struct {
 
 // tryAcquire takes a stream slot on a ready connection, or returns nil if
 // that needs a new connection.
-func (u *upstream) tryAcquire() *backConn {
-	u.pool.mu.Lock()
-	defer u.pool.mu.Unlock()
-	return u.pool.takeSlot()
+func (bp *pool) tryAcquire() *backConn {
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	return bp.takeSlot()
 }
 
-func (bp *backPool) takeSlot() *backConn {
+func (bp *pool) takeSlot() *backConn {
 	for _, bc := range bp.conns {
 		if !bc.goaway && !bc.closed && bc.active < int(bc.maxStreams) && bc.opened < 1<<29 {
 			bc.active++
@@ -85,15 +102,15 @@ func (bp *backPool) takeSlot() *backConn {
 // acquire takes a stream slot, dialing a new connection when every one is
 // full. Calls that arrive while a dial runs wait for it and share its
 // result.
-func (u *upstream) acquire(p *Proxy) (*backConn, error) {
+func (bp *pool) acquire() (*backConn, error) {
 	for {
-		u.pool.mu.Lock()
-		if bc := u.pool.takeSlot(); bc != nil {
-			u.pool.mu.Unlock()
+		bp.mu.Lock()
+		if bc := bp.takeSlot(); bc != nil {
+			bp.mu.Unlock()
 			return bc, nil
 		}
-		if dc := u.pool.dialing; dc != nil {
-			u.pool.mu.Unlock()
+		if dc := bp.dialing; dc != nil {
+			bp.mu.Unlock()
 			<-dc.done
 			if dc.err != nil {
 				return nil, dc.err
@@ -101,19 +118,19 @@ func (u *upstream) acquire(p *Proxy) (*backConn, error) {
 			continue
 		}
 		dc := &dialCall{done: make(chan struct{})}
-		u.pool.dialing = dc
-		u.pool.mu.Unlock()
+		bp.dialing = dc
+		bp.mu.Unlock()
 
-		bc, err := p.dialBackend(u)
-		u.pool.mu.Lock()
-		u.pool.dialing = nil
+		bc, err := bp.dial()
+		bp.mu.Lock()
+		bp.dialing = nil
 		dc.err = err
 		var got *backConn
 		if err == nil {
-			u.pool.conns = append(u.pool.conns, bc)
-			got = u.pool.takeSlot()
+			bp.conns = append(bp.conns, bc)
+			got = bp.takeSlot()
 		}
-		u.pool.mu.Unlock()
+		bp.mu.Unlock()
 		close(dc.done)
 		if err != nil {
 			return nil, err
@@ -127,7 +144,7 @@ func (u *upstream) acquire(p *Proxy) (*backConn, error) {
 // release returns a call's stream slot. A connection that the backend is
 // retiring closes once its last call is done.
 func (bc *backConn) release() {
-	bp := &bc.u.pool
+	bp := bc.pool
 	bp.mu.Lock()
 	bc.active--
 	if bc.active == 0 {
@@ -140,24 +157,25 @@ func (bc *backConn) release() {
 	}
 }
 
-// dialBackend connects to u and waits for its SETTINGS, so the first calls
-// already respect its MAX_CONCURRENT_STREAMS.
-func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.opts.DialTimeout)
+// dial connects to the server and waits for its SETTINGS, so the first
+// calls already respect its MAX_CONCURRENT_STREAMS.
+func (bp *pool) dial() (*backConn, error) {
+	u := bp.u
+	ctx, cancel := context.WithTimeout(context.Background(), bp.e.opts.DialTimeout)
 	defer cancel()
-	nc, err := u.dialTracked(ctx, "tcp", u.addr, false)
+	nc, err := u.Dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	bc := &backConn{
-		u:          u,
+		pool:       bp,
 		nextID:     1,
 		calls:      map[uint32]*fcall{},
 		maxStreams: 100, // until the backend's SETTINGS say otherwise
 		ready:      make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
-	sc := newSpillConn(nc)
+	sc := sock.NewSpill(nc)
 	br := bufio.NewReaderSize(sc, 32<<10)
 	bc.init(sc, sc, br, newHeaderReader(1<<20, responsePseudo), (*fcall).resumeRequest)
 	bc.wmu.Lock()
@@ -169,14 +187,10 @@ func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
 	_ = bc.fr.WriteWindowUpdate(0, connWindow-65535)
 	bc.unlock(nil)
 
-	u.mu.Lock()
-	if u.closed {
-		u.mu.Unlock()
+	if !u.WhileOpen(func() { bp.readers.Add(1) }) {
 		nc.Close()
-		return nil, &connectError{addr: u.addr, err: errUpstreamClosed}
+		return nil, &route.ConnectError{Addr: u.Addr, Err: route.ErrRemoved}
 	}
-	u.readers.Add(1)
-	u.mu.Unlock()
 	bc.idleSince = time.Now()
 	bc.idleTimer = time.AfterFunc(backendIdleTimeout, bc.checkIdle)
 	bc.startKeepalive(backendReadIdle, backendPingTimeout, bc.hasCalls)
@@ -186,10 +200,10 @@ func (p *Proxy) dialBackend(u *upstream) (*backConn, error) {
 	case <-bc.ready:
 		return bc, nil
 	case <-bc.readerDone:
-		return nil, &connectError{addr: u.addr, err: errors.New("connection closed before HTTP/2 settings")}
+		return nil, &route.ConnectError{Addr: u.Addr, Err: errors.New("connection closed before HTTP/2 settings")}
 	case <-ctx.Done():
 		nc.Close()
-		return nil, &connectError{addr: u.addr, err: ctx.Err()}
+		return nil, &route.ConnectError{Addr: u.Addr, Err: ctx.Err()}
 	}
 }
 
@@ -207,8 +221,8 @@ func (bc *backConn) removeCall(id uint32) {
 }
 
 func (bc *backConn) readLoop(br *bufio.Reader) {
-	u := bc.u
-	defer u.readers.Done()
+	bp := bc.pool
+	defer bp.readers.Done()
 	defer close(bc.readerDone)
 	first := true
 	var err error
@@ -287,13 +301,13 @@ read:
 				continue
 			}
 			delta, maxStreams, hasMax := bc.applySettings(fl, f)
-			u.pool.mu.Lock()
+			bp.mu.Lock()
 			if hasMax {
 				bc.maxStreams = min(maxStreams, backendMaxStreams)
 			} else if first {
 				bc.maxStreams = backendMaxStreams
 			}
-			u.pool.mu.Unlock()
+			bp.mu.Unlock()
 			if delta != 0 {
 				for _, s := range bc.allCalls() {
 					s.addRequestWindow(fl, delta)
@@ -323,16 +337,16 @@ read:
 		err = dead
 	}
 	bc.nc.Close()
-	u.pool.mu.Lock()
+	bp.mu.Lock()
 	bc.closed = true
-	for i, c := range u.pool.conns {
+	for i, c := range bp.conns {
 		if c == bc {
-			u.pool.conns = append(u.pool.conns[:i], u.pool.conns[i+1:]...)
+			bp.conns = append(bp.conns[:i], bp.conns[i+1:]...)
 			break
 		}
 	}
-	u.pool.mu.Unlock()
-	if errors.Is(err, net.ErrClosed) || errors.Is(err, errConnClosed) {
+	bp.mu.Unlock()
+	if errors.Is(err, net.ErrClosed) {
 		err = io.EOF
 	}
 	for _, s := range bc.allCalls() {
@@ -353,7 +367,7 @@ func (bc *backConn) allCalls() []*fcall {
 // onGoAway retires the connection: no new streams, and the streams the
 // backend says it did not process go elsewhere.
 func (bc *backConn) onGoAway(fl *flushList, lastID uint32) {
-	bp := &bc.u.pool
+	bp := bc.pool
 	bp.mu.Lock()
 	bc.goaway = true
 	closeNow := bc.active == 0 && !bc.closed
@@ -371,7 +385,7 @@ func (bc *backConn) onGoAway(fl *flushList, lastID uint32) {
 // checkIdle retires the connection if it has been unused for
 // backendIdleTimeout, and otherwise looks again when it could be.
 func (bc *backConn) checkIdle() {
-	bp := &bc.u.pool
+	bp := bc.pool
 	bp.mu.Lock()
 	if bc.closed {
 		bp.mu.Unlock()

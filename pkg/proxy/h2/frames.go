@@ -1,4 +1,4 @@
-package proxy
+package h2
 
 import (
 	"bufio"
@@ -6,9 +6,12 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
 // The frames engine forwards each call as HTTP/2 frames: a reader goroutine
@@ -49,6 +52,16 @@ const (
 	// maxRefusals bounds how often one call is sent again after backends
 	// refused it (REFUSED_STREAM, or a GOAWAY that excludes it).
 	maxRefusals = 3
+	// maxReplay bounds how much of a request is kept so that the call can
+	// be sent again after a backend refuses it. Unary calls fit; a long
+	// upload does not and is simply not retried.
+	maxReplay = 64 << 10
+	// congestedBytes is how much may wait for a peer that reads slowly
+	// before DATA to it stops.
+	congestedBytes = 256 << 10
+	// closeFlushTimeout bounds how long closing a connection waits to send
+	// what is pending (such as a final GOAWAY) to a peer that does not read.
+	closeFlushTimeout = time.Second
 )
 
 // h2conn is the write side and flow-control state of one HTTP/2 connection.
@@ -65,7 +78,7 @@ type h2conn struct {
 	// sc is the socket below nc (and TLS, if any): it keeps writes from
 	// blocking on a peer that does not read. resume sends what a call
 	// had waiting once a congested connection took its queue.
-	sc     *spillConn
+	sc     *sock.Spill
 	resume func(s *fcall, fl *flushList)
 
 	// recvCredit is connection-level window consumed and not yet returned;
@@ -93,12 +106,12 @@ type h2conn struct {
 	blocked []*fcall
 }
 
-func (c *h2conn) init(nc net.Conn, sc *spillConn, r io.Reader, hr *headerReader, resume func(*fcall, *flushList)) {
+func (c *h2conn) init(nc net.Conn, sc *sock.Spill, r io.Reader, hr *headerReader, resume func(*fcall, *flushList)) {
 	c.hr = hr
 	c.nc = nc
 	c.sc = sc
 	c.resume = resume
-	sc.onDrain = c.onDrain
+	sc.SetOnDrain(c.onDrain)
 	fr := http2.NewFramer(c, r)
 	c.fr = fr
 	c.out = make([]byte, 0, 16<<10)
@@ -174,14 +187,14 @@ func (c *h2conn) flush() {
 // close flushes, for at most closeFlushTimeout, and closes the connection.
 func (c *h2conn) close() {
 	c.flush()
-	c.sc.drain(closeFlushTimeout)
+	c.sc.Drain(closeFlushTimeout)
 	c.nc.Close()
 }
 
 // congestedLocked reports whether the peer has so much waiting that no more
 // DATA should go to it. wmu must be held.
 func (c *h2conn) congestedLocked() bool {
-	return c.sc.spilling.Load() && len(c.out)+c.sc.queued() >= congestedBytes
+	return c.sc.Spilling() && len(c.out)+c.sc.Queued() >= congestedBytes
 }
 
 // onDrain resumes the calls that waited for a congested connection; the

@@ -1,4 +1,4 @@
-package proxy
+package sock
 
 import (
 	"errors"
@@ -48,7 +48,7 @@ func TestSpillStuckWriteTimeout(t *testing.T) {
 	sc.stuckTimeout = 200 * time.Millisecond
 	chunk := make([]byte, 64<<10)
 	// Queue enough that the socket's buffers are surely full.
-	for sc.queued() < 1<<20 {
+	for sc.Queued() < 1<<20 {
 		if _, err := sc.Write(chunk); err != nil {
 			t.Fatal(err)
 		}
@@ -76,10 +76,10 @@ func TestSpillStuckWriteTimeout(t *testing.T) {
 	expectClosed(t, peer)
 }
 
-// spillPair returns a spillConn over a real TCP connection, as the proxy
+// spillPair returns a Spill over a real TCP connection, as the proxy
 // makes them, and the connection's other end, which reads nothing unless
 // told to. Small socket buffers keep the tests short.
-func spillPair(t *testing.T) (*spillConn, net.Conn) {
+func spillPair(t *testing.T) (*Spill, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -101,11 +101,11 @@ func spillPair(t *testing.T) (*spillConn, net.Conn) {
 	})
 	_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
 	_ = peer.(*net.TCPConn).SetReadBuffer(64 << 10)
-	return newSpillConn(newSockConn(c)), peer
+	return NewSpill(Raw(c)), peer
 }
 
 // expectClosed reads what the peer was sent and expects the end of the
-// stream: the spillConn's socket was closed.
+// stream: the Spill's socket was closed.
 func expectClosed(t *testing.T, peer net.Conn) {
 	t.Helper()
 	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))

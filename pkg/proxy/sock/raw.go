@@ -1,4 +1,4 @@
-package proxy
+package sock
 
 import (
 	"io"
@@ -7,7 +7,7 @@ import (
 	"unsafe"
 )
 
-// sockConn reads and writes a TCP connection with raw system calls.
+// rawConn reads and writes a TCP connection with raw system calls.
 //
 // The socket is non-blocking, so a read or write returns at once; waiting
 // for it to become ready still goes through the runtime's poller (RawConn),
@@ -16,14 +16,14 @@ import (
 // costs more than the I/O itself: each call wakes the runtime's monitor
 // thread from its idle sleep and may hand the processor to another thread,
 // two or three extra context switches per proxied call.
-type sockConn struct {
+type rawConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 }
 
-// newSockConn wraps c when it is a TCP connection and returns it unchanged
+// Raw wraps c when it is a TCP connection and returns it unchanged
 // otherwise.
-func newSockConn(c net.Conn) net.Conn {
+func Raw(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c
@@ -32,10 +32,10 @@ func newSockConn(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &sockConn{TCPConn: tc, rc: rc}
+	return &rawConn{TCPConn: tc, rc: rc}
 }
 
-func (c *sockConn) Read(p []byte) (int, error) {
+func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -62,7 +62,7 @@ func (c *sockConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *sockConn) Write(p []byte) (int, error) {
+func (c *rawConn) Write(p []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {

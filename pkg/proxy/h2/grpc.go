@@ -1,7 +1,6 @@
-package proxy
+package h2
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -17,38 +16,13 @@ const (
 	codeUnavailable      = 14
 )
 
-var (
-	contentTypeGRPC = []string{"application/grpc"}
-	statusStrings   = func() [17][]string {
-		var s [17][]string
-		for i := range s {
-			s[i] = []string{strconv.Itoa(i)}
-		}
-		return s
-	}()
-)
-
-// writeGRPCError answers a call with a trailers-only gRPC response: HTTP 200,
-// content-type application/grpc and the status in the header block. If the
-// response headers were already sent, the status goes into the trailers.
-func writeGRPCError(w http.ResponseWriter, headersSent bool, code int, msg string) {
-	h := w.Header()
-	status, message := "Grpc-Status", "Grpc-Message"
-	if headersSent {
-		status, message = http.TrailerPrefix+status, http.TrailerPrefix+message
-	} else {
-		// Drop anything copied from a backend before the error.
-		for k := range h {
-			delete(h, k)
-		}
-		h["Content-Type"] = contentTypeGRPC
+// statusStrings are the grpc-status values the proxy sends, by code.
+var statusStrings = func() (s [17]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(i)
 	}
-	h[status] = statusStrings[code]
-	h[message] = []string{encodeGRPCMessage(msg)}
-	if !headersSent {
-		w.WriteHeader(http.StatusOK)
-	}
-}
+	return s
+}()
 
 // encodeGRPCMessage percent-encodes a grpc-message value as the gRPC HTTP/2
 // protocol requires: printable ASCII except '%' passes through.

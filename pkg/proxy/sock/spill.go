@@ -1,4 +1,4 @@
-package proxy
+package sock
 
 import (
 	"errors"
@@ -8,17 +8,17 @@ import (
 	"time"
 )
 
-// spillConn keeps a peer that stops reading from blocking the goroutine that
+// Spill keeps a peer that stops reading from blocking the goroutine that
 // writes to it. A write goes straight to the socket; if the socket has not
 // taken it within spillAfter, the rest is queued and a goroutine of the
 // connection's own writes the queue, while later writes join the queue
 // until it is empty again. It sits below TLS, which cannot resume a write
 // that timed out.
 //
-// The frames engine stops forwarding DATA to a connection whose queue holds
-// congestedBytes (see h2conn.congestedLocked), so the queue grows past that
-// only by control frames and headers; at spillLimit the peer is cut off.
-type spillConn struct {
+// A writer should stop sending bulk data to a connection whose queue has
+// grown (see Queued), so that the queue grows further only by small control
+// messages; at spillLimit the peer is cut off.
+type Spill struct {
 	net.Conn
 	spilling atomic.Bool // the queue's goroutine runs
 	// stuckTimeout is stuckWriteTimeout; tests shorten it.
@@ -27,7 +27,7 @@ type spillConn struct {
 	mu      sync.Mutex
 	queue   []byte
 	err     error
-	onDrain func() // called when the queue emptied, without mu
+	onDrain func() // see SetOnDrain
 }
 
 const (
@@ -35,20 +35,18 @@ const (
 	spillAfter = 5 * time.Millisecond
 	// spillLimit bounds the queue; a peer that lets it fill is cut off.
 	spillLimit = 4 << 20
-	// congestedBytes is how much may wait for a peer before DATA to it
-	// stops.
-	congestedBytes = 256 << 10
 	// stuckWriteTimeout cuts off a peer that took nothing for this long.
 	stuckWriteTimeout = time.Minute
 )
 
 var errPeerNotReading = errors.New("peer stopped reading")
 
-func newSpillConn(c net.Conn) *spillConn {
-	return &spillConn{Conn: c, stuckTimeout: stuckWriteTimeout}
+// NewSpill wraps c.
+func NewSpill(c net.Conn) *Spill {
+	return &Spill{Conn: c, stuckTimeout: stuckWriteTimeout}
 }
 
-func (c *spillConn) Write(p []byte) (int, error) {
+func (c *Spill) Write(p []byte) (int, error) {
 	if c.spilling.Load() {
 		c.mu.Lock()
 		if c.spilling.Load() {
@@ -81,7 +79,7 @@ func (c *spillConn) Write(p []byte) (int, error) {
 }
 
 // writeQueue writes the queue until it is empty or the peer is cut off.
-func (c *spillConn) writeQueue() {
+func (c *Spill) writeQueue() {
 	var buf []byte
 	for {
 		c.mu.Lock()
@@ -89,9 +87,10 @@ func (c *spillConn) writeQueue() {
 			c.queue = buf[:0]
 			c.spilling.Store(false)
 			failed := c.err != nil
+			onDrain := c.onDrain
 			c.mu.Unlock()
-			if !failed && c.onDrain != nil {
-				c.onDrain()
+			if !failed && onDrain != nil {
+				onDrain()
 			}
 			return
 		}
@@ -109,8 +108,20 @@ func (c *spillConn) writeQueue() {
 	}
 }
 
-// queued returns how many bytes wait in the queue.
-func (c *spillConn) queued() int {
+// SetOnDrain sets f to be called, from the queue's goroutine, each time the
+// queue has been written.
+func (c *Spill) SetOnDrain(f func()) {
+	c.mu.Lock()
+	c.onDrain = f
+	c.mu.Unlock()
+}
+
+// Spilling reports whether writes are queued rather than going straight to
+// the socket.
+func (c *Spill) Spilling() bool { return c.spilling.Load() }
+
+// Queued returns how many bytes wait in the queue.
+func (c *Spill) Queued() int {
 	if !c.spilling.Load() {
 		return 0
 	}
@@ -121,13 +132,13 @@ func (c *spillConn) queued() int {
 
 // SetWriteDeadline is ignored: the connection sets its own, and bounds
 // blocked writes itself.
-func (c *spillConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *Spill) SetWriteDeadline(time.Time) error { return nil }
 
 // SetDeadline sets the read deadline only, as SetWriteDeadline is ignored.
-func (c *spillConn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+func (c *Spill) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
-// drain waits up to d for the queue to be written.
-func (c *spillConn) drain(d time.Duration) {
+// Drain waits up to d for the queue to be written.
+func (c *Spill) Drain(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for c.spilling.Load() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)

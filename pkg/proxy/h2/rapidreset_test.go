@@ -1,11 +1,10 @@
-package proxy
+package h2
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
 	"net"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,51 +14,23 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-)
 
-func TestResetLimiter(t *testing.T) {
-	start := time.Unix(1000, 0)
-	tests := []struct {
-		name   string
-		resets int
-		every  time.Duration
-		want   bool // the last reset is allowed
-	}{
-		{"a burst up to the bound", resetBurst, 0, true},
-		{"a burst past the bound", resetBurst + 1, 0, false},
-		{"the drain rate for a long time", 10 * resetBurst, time.Second / resetRate, true},
-		{"twice the drain rate", 3 * resetBurst, time.Second / (2 * resetRate), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var r resetLimiter
-			allowed := true
-			for i := 0; i < tt.resets; i++ {
-				allowed = r.allow(start.Add(time.Duration(i) * tt.every))
-			}
-			if allowed != tt.want {
-				t.Fatalf("after %d resets %v apart: allowed %v, want %v", tt.resets, tt.every, allowed, tt.want)
-			}
-		})
-	}
-}
+	"github.com/albctl/albctl/internal/testutil"
+)
 
 // TestRapidResetIsCutOff opens streams and resets them at once, as fast as
 // it can, on a raw connection. The proxy must answer with GOAWAY
 // ENHANCE_YOUR_CALM and close the connection after a bounded number of
 // calls reached the backend, while another client's calls go on.
 func TestRapidResetIsCutOff(t *testing.T) {
-	if os.Getenv("ALBCTL_PROXY_ENGINE") == EngineXNet {
-		t.Skip("the x/net engine bounds handlers per connection instead of cutting the client off")
-	}
-	b := startBackend(t, "b1")
-	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
+	b := testutil.StartInterop(t, "b1")
+	addr := startFront(t, b.Addr).addr
 	good := dial(t, addr)
 	if _, err := good.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
 
-	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testutil.TestCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +95,7 @@ func TestRapidResetIsCutOff(t *testing.T) {
 	}
 
 	res := <-done
-	t.Logf("sent %d streams; the backend saw %d calls", sent, b.calls.Load())
+	t.Logf("sent %d streams; the backend saw %d calls", sent, b.Calls.Load())
 	if res.timeout {
 		t.Fatal("the proxy did not close the connection")
 	}
@@ -136,7 +107,7 @@ func TestRapidResetIsCutOff(t *testing.T) {
 	}
 	// Streams in flight when the limit hit may still arrive; far fewer
 	// than the client sent must have reached the backend.
-	if n := b.calls.Load(); n > 3*resetBurst {
+	if n := b.Calls.Load(); n > 3*resetBurst {
 		t.Fatalf("the backend saw %d calls, want at most %d", n, 3*resetBurst)
 	}
 
@@ -151,15 +122,15 @@ func TestRapidResetIsCutOff(t *testing.T) {
 // one gRPC connection, then checks that the connection still serves calls:
 // grpc-go would dial again if the proxy had closed it.
 func TestCancellingClientIsNotCutOff(t *testing.T) {
-	b := startBackend(t, "b1")
-	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b)}))
+	b := testutil.StartInterop(t, "b1")
+	addr := startFront(t, b.Addr).addr
 	var dials atomic.Int32
 	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
 		dials.Add(1)
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
-	creds := credentials.NewTLS(&tls.Config{RootCAs: testCA(t).pool, ServerName: "localhost"})
+	creds := credentials.NewTLS(&tls.Config{RootCAs: testutil.TestCA(t).Pool, ServerName: "localhost"})
 	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialer))
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +156,7 @@ func TestCancellingClientIsNotCutOff(t *testing.T) {
 	if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Fatalf("a call after 200 cancelled ones: %v", err)
 	}
-	if n := b.calls.Load(); n != 201 {
+	if n := b.Calls.Load(); n != 201 {
 		t.Fatalf("the backend saw %d calls, want 201", n)
 	}
 	if n := dials.Load(); n != 1 {

@@ -1,4 +1,4 @@
-package proxy
+package h2
 
 import (
 	"errors"
@@ -11,6 +11,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/albctl/albctl/pkg/balancer"
+	"github.com/albctl/albctl/pkg/proxy/obs"
+	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
 // fcall is one call (one client stream and one backend stream at a time) in
@@ -18,10 +20,10 @@ import (
 // connection's request-timeout timer and, while a backend connection is
 // being dialed, a connect goroutine all act on it under mu.
 type fcall struct {
-	p      *Proxy
+	e      *Engine
 	fc     *frontConn
 	cid    uint32
-	st     *listenerState
+	rt     *route.Route
 	start  time.Time
 	method string
 	source string
@@ -41,9 +43,10 @@ type fcall struct {
 	// writes leave when that goroutine flushes.
 	fl *flushList
 
-	gs        *groupState
-	u         *upstream
-	begun     bool // u.backend.Begin was called
+	gs        *route.GroupState
+	u         *route.Upstream
+	pool      *pool // u's
+	begun     bool  // u.Backend.Begin was called
 	connFails int
 	refusals  int
 	bc        *backConn
@@ -90,21 +93,21 @@ func (s *fcall) unlock() {
 // begin picks a backend and opens the call's stream, on a connection at
 // hand or, if one has to be dialed, from a connect goroutine.
 func (s *fcall) begin(fl *flushList) {
-	g := s.st.group
-	s.gs = g.state.Load()
-	pick, err := s.gs.picker.Pick(s.source, nil)
+	g := s.rt.Group
+	s.gs = g.State()
+	pick, err := s.gs.Picker.Pick(s.source, nil)
 	s.lock(fl)
 	defer s.unlock()
 	if err != nil {
-		s.failLocked(codeUnavailable, "no healthy servers in group "+g.id)
+		s.failLocked(codeUnavailable, "no healthy servers in group "+g.ID)
 		return
 	}
 	s.usePickLocked(pick)
-	if rt := s.st.cfg.RequestTimeout; rt > 0 && (s.deadline.IsZero() || s.start.Add(rt).Before(s.deadline)) {
+	if rt := s.rt.RequestTimeout; rt > 0 && (s.deadline.IsZero() || s.start.Add(rt).Before(s.deadline)) {
 		s.waiting.Store(true)
 		s.fc.awaitResponse(s, s.start.Add(rt))
 	}
-	if bc := s.u.tryAcquire(); bc != nil {
+	if bc := s.pool.tryAcquire(); bc != nil {
 		s.openLocked(bc)
 		return
 	}
@@ -112,11 +115,12 @@ func (s *fcall) begin(fl *flushList) {
 }
 
 func (s *fcall) usePickLocked(pick balancer.Result) {
-	s.u = s.gs.upstreams[pick.Index]
+	s.u = s.gs.Upstreams[pick.Index]
+	s.pool = s.e.poolOf(s.u)
 	if pick.FailOpen {
-		s.p.metrics.failOpen.Add(1)
+		s.e.rec.FailOpen()
 	}
-	s.u.backend.Begin()
+	s.u.Backend.Begin()
 	s.begun = true
 }
 
@@ -128,9 +132,9 @@ func (s *fcall) connect() {
 	defer fl.flush()
 	for {
 		s.lock(&fl)
-		u := s.u
+		u, bp := s.u, s.pool
 		s.unlock()
-		bc, err := u.acquire(s.p)
+		bc, err := bp.acquire()
 		s.lock(&fl)
 		if s.done {
 			s.unlock()
@@ -144,25 +148,25 @@ func (s *fcall) connect() {
 			s.unlock()
 			return
 		}
-		var ce *connectError
+		var ce *route.ConnectError
 		if !errors.As(err, &ce) {
-			s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", u.addr, err))
+			s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", u.Addr, err))
 			s.unlock()
 			return
 		}
-		s.p.connectFailed(s.st.group.id, u, err)
+		u.ConnectFailed(err)
 		s.connFails++
 		var next balancer.Result
 		var perr error
 		if s.connFails == 1 {
-			next, perr = s.gs.picker.Pick(s.source, u.backend)
+			next, perr = s.gs.Picker.Pick(s.source, u.Backend)
 		}
 		if s.connFails > 1 || perr != nil {
 			s.failLocked(codeUnavailable, ce.Error())
 			s.unlock()
 			return
 		}
-		u.backend.End()
+		u.Backend.End()
 		s.begun = false
 		s.usePickLocked(next)
 		s.unlock()
@@ -456,13 +460,13 @@ func (s *fcall) onBackendReset(fl *flushList, code http2.ErrCode) {
 		if s.respStarted {
 			s.failLocked(codeDeadlineExceeded, "deadline exceeded")
 		} else {
-			s.failLocked(codeDeadlineExceeded, "deadline exceeded waiting for server "+s.u.addr)
+			s.failLocked(codeDeadlineExceeded, "deadline exceeded waiting for server "+s.u.Addr)
 		}
 		return
 	}
 	if !s.respStarted && s.reqEnd && code == http2.ErrCodeNo {
 		// Closed without an answer.
-		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: stream closed without a response", s.u.addr))
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: stream closed without a response", s.u.Addr))
 		return
 	}
 	// The server reset the stream: reset the client's stream too.
@@ -486,7 +490,7 @@ func (s *fcall) onRefused(fl *flushList, bc *backConn) {
 func (s *fcall) retryLocked() {
 	s.detachLocked()
 	if !s.replay || s.refusals >= maxRefusals {
-		s.failLocked(codeUnavailable, fmt.Sprintf("server %s refused the call", s.u.addr))
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s refused the call", s.u.Addr))
 		return
 	}
 	s.refusals++
@@ -528,9 +532,9 @@ func (s *fcall) onBackendLost(fl *flushList, bc *backConn, err error) {
 	}
 	s.backendDone = true
 	if s.respStarted {
-		s.failLocked(codeUnavailable, fmt.Sprintf("connection to server %s lost: %v", s.u.addr, err))
+		s.failLocked(codeUnavailable, fmt.Sprintf("connection to server %s lost: %v", s.u.Addr, err))
 	} else {
-		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", s.u.addr, err))
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: %v", s.u.Addr, err))
 	}
 }
 
@@ -542,7 +546,7 @@ func (s *fcall) onRequestTimeout() {
 	if s.done || s.respStarted {
 		return
 	}
-	s.failLocked(codeDeadlineExceeded, fmt.Sprintf("request timeout of %v expired waiting for server %s", s.st.cfg.RequestTimeout, s.u.addr))
+	s.failLocked(codeDeadlineExceeded, fmt.Sprintf("request timeout of %v expired waiting for server %s", s.rt.RequestTimeout, s.u.Addr))
 }
 
 // onClientReset handles RST_STREAM from the client (or a stream error).
@@ -577,7 +581,7 @@ func (s *fcall) failLocked(code int, msg string) {
 		fields = append(fields, hfStatus200, hfContentType)
 	}
 	fields = append(fields,
-		hpack.HeaderField{Name: "grpc-status", Value: statusStrings[code][0]},
+		hpack.HeaderField{Name: "grpc-status", Value: statusStrings[code]},
 		hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(msg)})
 	s.fc.headers(s.fl, s.cid, fields, true)
 	s.completeLocked()
@@ -619,14 +623,17 @@ func (s *fcall) abortLocked() {
 	}
 	fc.removeCall(s.cid)
 	if s.begun {
-		s.u.backend.End()
+		s.u.Backend.End()
 		s.begun = false
 	}
 	server := ""
 	if s.u != nil {
-		server = s.u.addr
+		server = s.u.Addr
 	}
-	s.p.record(s.st.cfg.ID, s.fc.remote, s.method, server, s.code, s.start, s.bytesIn, s.bytesOut)
+	s.e.rec.Finished(&obs.Call{
+		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server,
+		Code: s.code, Start: s.start, BytesIn: s.bytesIn, BytesOut: s.bytesOut,
+	})
 	putBuf(s.reqBuf)
 	putBuf(s.respBuf)
 	s.reqBuf, s.respBuf = nil, nil

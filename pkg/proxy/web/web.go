@@ -1,4 +1,13 @@
-package proxy
+// Package web is the data plane's HTTP engine. A listener whose server
+// group speaks HTTP or HTTPS (rather than gRPC) is served by net/http:
+// HTTP/1.1, plus HTTP/2 over TLS when the listener has it on, with
+// httputil.ReverseProxy forwarding each request to a server picked for that
+// request alone. Backends are spoken to in HTTP/1.1, over TLS for an HTTPS
+// group; like the cloud's, the proxy does not verify a backend's
+// certificate. Errors the proxy makes are 502 (the server could not be
+// reached or broke off), 503 (no server to send to) and 504 (the listener's
+// request timeout expired before the response headers).
+package web
 
 import (
 	"context"
@@ -13,30 +22,39 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/albctl/albctl/pkg/proxy/obs"
+	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
-// A listener whose server group speaks HTTP or HTTPS (rather than gRPC) is
-// served by net/http: HTTP/1.1, plus HTTP/2 over TLS when the listener has
-// it on, with httputil.ReverseProxy forwarding each request to a server
-// picked for that request alone. Backends are spoken to in HTTP/1.1, over
-// TLS for an HTTPS group; like the cloud's, the proxy does not verify a
-// backend's certificate. Errors the proxy makes are 502 (the server could
-// not be reached or broke off), 503 (no server to send to) and 504 (the
-// listener's request timeout expired before the response headers).
+// Options are the engine's fixed settings.
+type Options struct {
+	// Recorder takes every request's record.
+	Recorder *obs.Recorder
+	// HandshakeTimeout bounds the wait for a request's headers.
+	HandshakeTimeout time.Duration
+	// MaxConcurrentStreams per HTTP/2 client connection.
+	MaxConcurrentStreams uint32
+}
 
-// webFront is one generation of a listener's HTTP server. The listener
-// accepts connections itself and hands them over through queue; a change
+// Front is one generation of a listener's HTTP server. The listener
+// accepts connections itself and hands them over with ServeConn; a change
 // of idle timeout starts a new generation, and the old one finishes the
 // connections it has.
-type webFront struct {
+type Front struct {
+	// Idle is the idle timeout this generation was made with.
+	Idle time.Duration
+
+	opts  Options
+	route func() *route.Route
 	srv   *http.Server
 	queue *connQueue
-	idle  time.Duration
+	wg    sync.WaitGroup // Serve and Retire's Shutdown
 }
 
 // webCall is what one request records for the access log and the metrics.
 type webCall struct {
-	st     *listenerState
+	rt     *route.Route
 	client string
 	server string
 	status int // set by the proxy when it, not a server, ended the request
@@ -53,35 +71,37 @@ var (
 // answer, as nginx logs them.
 const statusClientClosed = 499
 
-func (l *listener) newWebFront(idle time.Duration) *webFront {
-	w := &webFront{idle: idle, queue: newConnQueue(l.ln.Addr())}
+// NewFront starts a server generation for the listener at addr, whose
+// current route is current().
+func NewFront(opts Options, addr net.Addr, idle time.Duration, current func() *route.Route) *Front {
+	f := &Front{Idle: idle, opts: opts, route: current, queue: newConnQueue(addr)}
 	quiet := log.New(io.Discard, "", 0)
 	rp := &httputil.ReverseProxy{
-		Rewrite:      l.rewriteWeb,
-		Transport:    webTransport{l},
-		ErrorHandler: l.webError,
+		Rewrite:      rewrite,
+		Transport:    transport{f},
+		ErrorHandler: answerError,
 		ErrorLog:     quiet,
 	}
-	w.srv = &http.Server{
-		Handler:           l.webHandler(rp),
-		ReadHeaderTimeout: l.p.opts.HandshakeTimeout,
+	f.srv = &http.Server{
+		Handler:           f.handler(rp),
+		ReadHeaderTimeout: opts.HandshakeTimeout,
 		IdleTimeout:       idle,
-		MaxHeaderBytes:    maxHeaderBytes,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(l.p.opts.MaxConcurrentStreams)},
+		MaxHeaderBytes:    route.MaxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(opts.MaxConcurrentStreams)},
 		ErrorLog:          quiet,
 	}
-	l.wg.Add(1)
+	f.wg.Add(1)
 	go func() {
-		defer l.wg.Done()
-		_ = w.srv.Serve(w.queue)
+		defer f.wg.Done()
+		_ = f.srv.Serve(f.queue)
 	}()
-	return w
+	return f
 }
 
-// webTLSConfig is the TLS configuration of a listener in front of an HTTP
-// group: HTTP/1.1, and HTTP/2 if the listener has it on.
-func (l *listener) webTLSConfig(http2 bool) *tls.Config {
-	cfg := l.tlsConfig.Clone() // the same certificates, by SNI
+// TLSConfig is the TLS configuration of a listener in front of an HTTP
+// group: base's certificates, HTTP/1.1, and HTTP/2 if http2 is set.
+func TLSConfig(base *tls.Config, http2 bool) *tls.Config {
+	cfg := base.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
 	if http2 {
 		cfg.NextProtos = []string{"h2", "http/1.1"}
@@ -89,69 +109,92 @@ func (l *listener) webTLSConfig(http2 bool) *tls.Config {
 	return cfg
 }
 
-// serveWeb hands an accepted connection to the listener's HTTP server and
-// returns once the server has closed it.
-func (l *listener) serveWeb(c net.Conn, st *listenerState) {
+// ServeConn hands an accepted connection to the server, with TLS if
+// tlsConfig is set, and returns once the server has closed it.
+func (f *Front) ServeConn(c net.Conn, tlsConfig *tls.Config) {
 	wc := &watchedConn{Conn: c, closed: make(chan struct{})}
 	var conn net.Conn = wc
-	if st.webTLS != nil {
-		conn = tls.Server(wc, st.webTLS)
+	if tlsConfig != nil {
+		conn = tls.Server(wc, tlsConfig)
 	}
-	if st.web.queue.push(conn) {
+	if f.queue.push(conn) {
 		<-wc.closed
+	} else {
+		c.Close()
 	}
 }
 
+// Retire stops the generation from taking connections; the ones it has end
+// when their requests are done.
+func (f *Front) Retire() {
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		_ = f.srv.Shutdown(context.Background())
+	}()
+}
+
+// Close cuts every connection of the generation.
+func (f *Front) Close() { _ = f.srv.Close() }
+
+// Wait waits for the generation's goroutines, once it was retired or
+// closed.
+func (f *Front) Wait() { f.wg.Wait() }
+
 // webHandler accounts for each request around the reverse proxy.
-func (l *listener) webHandler(rp http.Handler) http.Handler {
+func (f *Front) handler(rp http.Handler) http.Handler {
+	rec := f.opts.Recorder
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		call := &webCall{st: l.state.Load(), client: r.RemoteAddr}
-		rec := &webRecorder{ResponseWriter: w}
+		call := &webCall{rt: f.route(), client: r.RemoteAddr}
+		out := &webRecorder{ResponseWriter: w}
 		var in *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
 			in = &countingBody{ReadCloser: r.Body}
 			r.Body = in
 		}
-		l.p.metrics.active.Add(1)
+		rec.Started()
 		defer func() {
-			status := rec.status
+			status := out.status
 			if call.status != 0 {
 				status = call.status
 			}
-			l.p.recordAs(true, call.st.cfg.ID, call.client, r.Method+" "+r.URL.Path, call.server, status, start, in.count(), rec.bytes)
+			rec.Finished(&obs.Call{
+				Web: true, Listener: call.rt.ListenerID, Client: call.client, Method: r.Method + " " + r.URL.Path,
+				Server: call.server, Code: status, Start: start, BytesIn: in.count(), BytesOut: out.bytes,
+			})
 		}()
-		rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), webCallKey{}, call)))
+		rp.ServeHTTP(out, r.WithContext(context.WithValue(r.Context(), webCallKey{}, call)))
 	})
 }
 
-func (l *listener) rewriteWeb(pr *httputil.ProxyRequest) {
+func rewrite(pr *httputil.ProxyRequest) {
 	call := pr.In.Context().Value(webCallKey{}).(*webCall)
 	// Append to what the client sent, as the cloud does.
 	pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 	pr.SetXForwarded()
-	if call.st.port != nil {
-		pr.Out.Header["X-Forwarded-Port"] = call.st.port
+	if call.rt.ForwardedPort != nil {
+		pr.Out.Header["X-Forwarded-Port"] = call.rt.ForwardedPort
 	}
 	pr.Out.Host = pr.In.Host
 	// The transport picks the server; this only makes the URL absolute.
 	pr.Out.URL.Scheme, pr.Out.URL.Host = "http", pr.In.Host
 }
 
-// webError answers a request that got no response from a server.
-func (l *listener) webError(w http.ResponseWriter, r *http.Request, err error) {
+// answerError answers a request that got no response from a server.
+func answerError(w http.ResponseWriter, r *http.Request, err error) {
 	call := r.Context().Value(webCallKey{}).(*webCall)
 	var status int
 	var msg string
-	var ce *connectError
+	var ce *route.ConnectError
 	switch {
 	case r.Context().Err() != nil:
 		call.status = statusClientClosed
 		return
 	case errors.Is(err, errNoServers):
-		status, msg = http.StatusServiceUnavailable, "no healthy servers in group "+call.st.group.id
+		status, msg = http.StatusServiceUnavailable, "no healthy servers in group "+call.rt.Group.ID
 	case errors.Is(err, errRequestTimeout):
-		status, msg = http.StatusGatewayTimeout, fmt.Sprintf("request timeout of %v expired waiting for server %s", call.st.cfg.RequestTimeout, call.server)
+		status, msg = http.StatusGatewayTimeout, fmt.Sprintf("request timeout of %v expired waiting for server %s", call.rt.RequestTimeout, call.server)
 	case errors.As(err, &ce):
 		status, msg = http.StatusBadGateway, ce.Error()
 	default:
@@ -163,17 +206,16 @@ func (l *listener) webError(w http.ResponseWriter, r *http.Request, err error) {
 	fmt.Fprintln(w, msg)
 }
 
-// webTransport sends a request to a server of the listener's group, and
+// transport sends a request to a server of the listener's group, and
 // once more to another server if the first could not be connected to.
-type webTransport struct{ l *listener }
+type transport struct{ f *Front }
 
-func (t webTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	p := t.l.p
+func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := t.f.opts.Recorder
 	call := req.Context().Value(webCallKey{}).(*webCall)
-	g := call.st.group
-	gs := g.state.Load()
-	source := hostOf(call.client)
-	pick, err := gs.picker.Pick(source, nil)
+	gs := call.rt.Group.State()
+	source := route.HostOf(call.client)
+	pick, err := gs.Picker.Pick(source, nil)
 	if err != nil {
 		return nil, errNoServers
 	}
@@ -182,7 +224,7 @@ func (t webTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// context lives on until the response body is closed.
 	ctx, cancel := context.WithCancelCause(req.Context())
 	var timer *time.Timer
-	if rt := call.st.cfg.RequestTimeout; rt > 0 {
+	if rt := call.rt.RequestTimeout; rt > 0 {
 		timer = time.AfterFunc(rt, func() { cancel(errRequestTimeout) })
 	}
 	fail := func(err error) (*http.Response, error) {
@@ -201,34 +243,34 @@ func (t webTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = newReplayBody(req.Body)
 	}
 	scheme := "http"
-	if gs.protocol == GroupHTTPS {
+	if gs.Protocol == route.ProtocolHTTPS {
 		scheme = "https"
 	}
 	for attempt := 0; ; attempt++ {
-		u := gs.upstreams[pick.Index]
-		call.server = u.addr
+		u := gs.Upstreams[pick.Index]
+		call.server = u.Addr
 		if pick.FailOpen {
-			p.metrics.failOpen.Add(1)
+			rec.FailOpen()
 		}
 		out := req.WithContext(ctx)
 		target := *req.URL
-		target.Scheme, target.Host = scheme, u.addr
+		target.Scheme, target.Host = scheme, u.Addr
 		out.URL = &target
 		if body != nil {
 			if out.Body, err = body.reader(); err != nil {
 				return fail(err)
 			}
 		}
-		u.backend.Begin()
-		res, err := u.web.RoundTrip(out)
+		u.Backend.Begin()
+		res, err := transportOf(u).RoundTrip(out)
 		if err == nil {
 			if timer != nil && !timer.Stop() {
 				// The timeout won the race: the answer is dropped.
 				res.Body.Close()
-				u.backend.End()
+				u.Backend.End()
 				return fail(errRequestTimeout)
 			}
-			end := func() { u.backend.End(); cancel(nil) }
+			end := func() { u.Backend.End(); cancel(nil) }
 			if rw, ok := res.Body.(io.ReadWriteCloser); ok {
 				// A protocol upgrade (WebSocket): the proxy writes to it too.
 				res.Body = &endingConn{endingBody: endingBody{ReadCloser: rw, end: end}, w: rw}
@@ -237,13 +279,13 @@ func (t webTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return res, nil
 		}
-		u.backend.End()
-		var ce *connectError
+		u.Backend.End()
+		var ce *route.ConnectError
 		if attempt > 0 || !errors.As(err, &ce) || ctx.Err() != nil {
 			return fail(err)
 		}
-		p.connectFailed(g.id, u, err)
-		next, perr := gs.picker.Pick(source, u.backend)
+		u.ConnectFailed(err)
+		next, perr := gs.Picker.Pick(source, u.Backend)
 		if perr != nil {
 			return fail(err)
 		}
@@ -367,3 +409,23 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// pool is a server's HTTP/1.1 connections.
+type pool struct{ *http.Transport }
+
+func (p pool) Close() { p.CloseIdleConnections() }
+
+// transportOf returns the transport that keeps u's connections.
+func transportOf(u *route.Upstream) *http.Transport {
+	return u.Pool(route.PoolHTTP, func(u *route.Upstream) route.Pool {
+		return pool{&http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return u.Dial(ctx) },
+			// Backends behind a load balancer mostly have self-signed or
+			// internal certificates; the cloud does not verify them either.
+			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     90 * time.Second,
+		}}
+	}).(pool).Transport
+}

@@ -1,4 +1,4 @@
-package proxy
+package web
 
 import (
 	"errors"
@@ -56,21 +56,6 @@ func (b *replayBody) reader() (io.ReadCloser, error) {
 	b.gen++
 	b.cond.Broadcast()
 	return &replayReader{body: b, gen: b.gen}, nil
-}
-
-// stopReplay is called once response headers arrived: no retry is possible
-// after that, so recording stops.
-func (b *replayBody) stopReplay() {
-	b.mu.Lock()
-	b.replayable = false
-	b.mu.Unlock()
-}
-
-// bytesRead returns how many bytes were read from the client.
-func (b *replayBody) bytesRead() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.total
 }
 
 type replayReader struct {

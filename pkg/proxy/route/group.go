@@ -1,0 +1,111 @@
+package route
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/albctl/albctl/pkg/balancer"
+)
+
+// Server group protocols.
+const (
+	ProtocolGRPC  = "gRPC"
+	ProtocolHTTP  = "HTTP"
+	ProtocolHTTPS = "HTTPS"
+)
+
+// Server is a group's server: its address and weight (0 = no traffic).
+type Server struct {
+	Addr   string
+	Weight int
+}
+
+// Group is a server group. Its state is swapped as a whole by Update; calls
+// load it once and never lock.
+type Group struct {
+	ID    string
+	state atomic.Pointer[GroupState]
+
+	// Owned by the caller of Update.
+	byAddr map[string]*Upstream
+}
+
+// GroupState is an immutable view of a group: Upstreams[i] belongs to the
+// picker's backend i.
+type GroupState struct {
+	Picker    balancer.Picker
+	Upstreams []*Upstream
+	Protocol  string // ProtocolGRPC, ProtocolHTTP or ProtocolHTTPS
+}
+
+var emptyPicker, _ = balancer.New(balancer.SchedulerWRR, nil)
+
+// NewGroup returns a group with no servers; Update gives it its first.
+func NewGroup(id string) *Group {
+	return &Group{ID: id, byAddr: map[string]*Upstream{}}
+}
+
+// State returns the group's current state.
+func (g *Group) State() *GroupState { return g.state.Load() }
+
+// Update makes servers, balanced by scheduler, the group's; servers that
+// stay keep their health and connections. It returns the servers that
+// left: no new call can pick them, and the caller drains them. The
+// scheduler must be valid (balancer.New accepts it).
+func (g *Group) Update(env *Env, protocol, scheduler string, slowStart time.Duration, servers []Server) (removed []*Upstream) {
+	next := make(map[string]*Upstream, len(servers))
+	ups := make([]*Upstream, 0, len(servers))
+	backends := make([]*balancer.Backend, 0, len(servers))
+	// The servers of a new group start together; only one that joins a
+	// group already taking calls warms up.
+	running := g.state.Load() != nil
+	for _, s := range servers {
+		u := g.byAddr[s.Addr]
+		if u == nil {
+			u = newUpstream(env, g.ID, s.Addr, s.Weight)
+			if running && slowStart > 0 {
+				u.Backend.StartWarming()
+			}
+		}
+		u.Backend.SetWeight(s.Weight)
+		next[s.Addr] = u
+		ups = append(ups, u)
+		backends = append(backends, u.Backend)
+	}
+	picker, err := balancer.New(scheduler, backends, balancer.WithSlowStart(slowStart))
+	if err != nil {
+		panic(err) // the caller checked the scheduler
+	}
+	g.state.Store(&GroupState{Picker: picker, Upstreams: ups, Protocol: protocol})
+	for addr, u := range g.byAddr {
+		if next[addr] == nil {
+			removed = append(removed, u)
+		}
+	}
+	g.byAddr = next
+	return removed
+}
+
+// Remove takes every server out of the group, for a group that was
+// deleted, and returns them for the caller to drain.
+func (g *Group) Remove() []*Upstream {
+	removed := make([]*Upstream, 0, len(g.byAddr))
+	for _, u := range g.byAddr {
+		removed = append(removed, u)
+	}
+	g.byAddr = map[string]*Upstream{}
+	g.state.Store(&GroupState{Picker: emptyPicker, Protocol: g.state.Load().Protocol})
+	return removed
+}
+
+// Upstream returns the group's server at addr, or nil.
+func (g *Group) Upstream(addr string) *Upstream { return g.byAddr[addr] }
+
+// Upstreams returns the group's servers in no particular order.
+func (g *Group) Upstreams() []*Upstream {
+	out := make([]*Upstream, 0, len(g.byAddr))
+	for _, u := range g.byAddr {
+		out = append(out, u)
+	}
+	return out
+}
