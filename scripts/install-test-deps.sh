@@ -3,11 +3,15 @@
 #   dig     (Debian package dnsutils)   queries albctl's DNS server as a real client
 #   bash-completion (Debian package)    what the generated bash completion runs on in a shell
 #   grpcurl (from the Go module proxy)  the reference the probe's output is compared with
+#   h2spec  (from the Go module proxy)  the HTTP/2 conformance tester run against the proxy
 # Running it again changes nothing. Where a tool cannot be installed it says so, and the tests
-# that need it skip.
+# that need it skip (TestH2spec fails instead when CI is set).
 set -uo pipefail
 
 GRPCURL_VERSION=v1.9.4
+# h2spec's module has no go.mod; v2.2.1+incompatible reports itself as version 2.0.0.
+H2SPEC_VERSION=v2.2.1+incompatible
+H2SPEC_REPORTS=2.0.0
 gobin="$(go env GOPATH)/bin"
 
 # Debian packages, by the file each provides.
@@ -34,5 +38,13 @@ elif (cd / && GOFLAGS= go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$
 	echo "grpcurl: $gobin/grpcurl"
 else
 	echo "warning: could not install grpcurl; the probe's comparison tests will skip" >&2
+fi
+
+if "$gobin/h2spec" --version 2>&1 | grep -q "Version: $H2SPEC_REPORTS "; then
+	echo "h2spec: $gobin/h2spec"
+elif (cd / && GOFLAGS= go install "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION"); then
+	echo "h2spec: $gobin/h2spec"
+else
+	echo "warning: could not install h2spec; TestH2spec will skip (and fail where CI is set)" >&2
 fi
 exit 0

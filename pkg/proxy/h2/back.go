@@ -38,8 +38,9 @@ type backConn struct {
 	idleSince time.Time   // under pool.mu: when active last fell to 0
 	idleTimer *time.Timer // closes the connection after backendIdleTimeout unused
 
-	ready      chan struct{} // closed at the backend's first SETTINGS
-	readerDone chan struct{}
+	ready       chan struct{} // closed at the backend's first SETTINGS
+	readerDone  chan struct{}
+	sawSettings bool // reader goroutine only
 }
 
 // hasCalls reports whether calls are on the connection.
@@ -224,11 +225,9 @@ func (bc *backConn) readLoop(br *bufio.Reader) {
 	bp := bc.pool
 	defer bp.readers.Done()
 	defer close(bc.readerDone)
-	first := true
 	var err error
 	fl := &flushList{}
 	defer fl.flush()
-read:
 	for {
 		wait := !frameBuffered(br)
 		if fl.big || wait {
@@ -239,96 +238,26 @@ read:
 		if wait {
 			bc.noteRead()
 		}
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				if s := bc.call(se.StreamID); s != nil {
-					s.onBackendReset(fl, http2.ErrCodeInternal)
-				}
-				bc.rst(fl, se.StreamID, se.Code)
-				continue
-			}
-			break read
+		if err == nil {
+			err = bc.process(fl, f)
 		}
-		switch f := f.(type) {
-		case *http2.HeadersFrame, *http2.ContinuationFrame:
-			var hb *headerBlock
-			if hf, ok := f.(*http2.HeadersFrame); ok {
-				hb, err = bc.hr.start(hf)
-			} else {
-				cf := f.(*http2.ContinuationFrame)
-				hb, err = bc.hr.add(cf.HeaderBlockFragment(), cf.HeadersEnded())
-			}
-			if err != nil {
-				bc.wmu.Lock()
-				_ = bc.fr.WriteGoAway(0, http2.ErrCodeCompression, nil)
-				bc.unlock(fl)
-				break read
-			}
-			if hb == nil {
-				continue
-			}
-			s := bc.call(hb.streamID)
-			if s == nil {
-				continue
-			}
-			if hb.invalid || hb.truncated {
-				bc.rst(fl, hb.streamID, http2.ErrCodeProtocol)
-				s.onBackendReset(fl, http2.ErrCodeProtocol)
-				continue
-			}
-			s.onResponseHeaders(fl, hb)
-		case *http2.DataFrame:
-			bc.consumed(fl, f.Length)
-			if s := bc.call(f.StreamID); s != nil {
-				data := f.Data()
-				s.onResponseData(fl, data, f.StreamEnded(), f.Length-uint32(len(data)))
-			}
-		case *http2.RSTStreamFrame:
-			if s := bc.call(f.StreamID); s != nil {
-				s.onBackendReset(fl, f.ErrCode)
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				for _, s := range bc.addSendWindow(f.Increment) {
-					s.resumeRequest(fl)
-				}
-			} else if s := bc.call(f.StreamID); s != nil {
-				s.addRequestWindow(fl, int32(f.Increment))
-			}
-		case *http2.SettingsFrame:
-			if f.IsAck() {
-				continue
-			}
-			delta, maxStreams, hasMax := bc.applySettings(fl, f)
-			bp.mu.Lock()
-			if hasMax {
-				bc.maxStreams = min(maxStreams, backendMaxStreams)
-			} else if first {
-				bc.maxStreams = backendMaxStreams
-			}
-			bp.mu.Unlock()
-			if delta != 0 {
-				for _, s := range bc.allCalls() {
-					s.addRequestWindow(fl, delta)
-				}
-			}
-			if first {
-				first = false
-				close(bc.ready)
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				bc.pingAck(fl, f)
-			}
-		case *http2.GoAwayFrame:
-			bc.onGoAway(fl, f.LastStreamID)
-		case *http2.PushPromiseFrame:
-			// Push is disabled in our SETTINGS; its header block would also
-			// go undecoded and break the HPACK state.
-			err = http2.ConnectionError(http2.ErrCodeProtocol)
-			break read
+		if err == nil {
+			continue
 		}
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			if s := bc.call(se.StreamID); s != nil {
+				s.onBackendReset(fl, http2.ErrCodeInternal)
+			}
+			bc.rst(fl, se.StreamID, se.Code)
+			continue
+		}
+		if code, ok := connErrorCode(err); ok {
+			bc.wmu.Lock()
+			_ = bc.fr.WriteGoAway(0, code, nil)
+			bc.unlock(fl)
+		}
+		break
 	}
 
 	// The connection is gone: calls still on it fail.
@@ -352,6 +281,115 @@ read:
 	for _, s := range bc.allCalls() {
 		s.onBackendLost(fl, bc, err)
 	}
+}
+
+// stream returns the call on stream id, if any, and the stream's state.
+// The proxy opens odd streams and the backend none (push is off), so a
+// stream the proxy has not opened yet, or an even one, is idle.
+func (bc *backConn) stream(id uint32) (*fcall, streamState) {
+	if s := bc.call(id); s != nil {
+		return s, stateOpen
+	}
+	bc.wmu.Lock()
+	next := bc.nextID
+	bc.wmu.Unlock()
+	if id%2 == 1 && id < next {
+		return nil, stateClosed
+	}
+	return nil, stateIdle
+}
+
+// process acts on one frame from the backend; its errors are as for
+// frontConn.process.
+func (bc *backConn) process(fl *flushList, f http2.Frame) error {
+	bp := bc.pool
+	switch f := f.(type) {
+	case *http2.HeadersFrame, *http2.ContinuationFrame:
+		hb, err := bc.hr.read(f)
+		if err != nil || hb == nil {
+			return err
+		}
+		return bc.onHeaders(fl, hb)
+	case *http2.DataFrame:
+		if err := bc.consumed(fl, f.Length); err != nil {
+			return err
+		}
+		s, st := bc.stream(f.StreamID)
+		if err := checkState(http2.FrameData, f.StreamID, st); err != nil || s == nil {
+			return err
+		}
+		data := f.Data()
+		return s.onResponseData(fl, bc, data, f.StreamEnded(), f.Length-uint32(len(data)))
+	case *http2.RSTStreamFrame:
+		s, st := bc.stream(f.StreamID)
+		if err := checkState(http2.FrameRSTStream, f.StreamID, st); err != nil || s == nil {
+			return err
+		}
+		s.onBackendReset(fl, f.ErrCode)
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			blocked, err := bc.addSendWindow(f.Increment)
+			for _, s := range blocked {
+				s.resumeRequest(fl)
+			}
+			return err
+		}
+		s, st := bc.stream(f.StreamID)
+		if err := checkState(http2.FrameWindowUpdate, f.StreamID, st); err != nil || s == nil {
+			return err
+		}
+		return s.addRequestWindow(fl, bc, int32(f.Increment))
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		delta, maxStreams, hasMax, err := bc.applySettings(fl, f)
+		if err != nil {
+			return err
+		}
+		first := !bc.sawSettings
+		bc.sawSettings = true
+		bp.mu.Lock()
+		if hasMax {
+			bc.maxStreams = min(maxStreams, backendMaxStreams)
+		} else if first {
+			bc.maxStreams = backendMaxStreams
+		}
+		bp.mu.Unlock()
+		if delta != 0 {
+			for _, s := range bc.allCalls() {
+				if err := s.addRequestWindow(fl, bc, delta); err != nil {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+		}
+		if first {
+			close(bc.ready)
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			bc.pingAck(fl, f)
+		}
+	case *http2.GoAwayFrame:
+		bc.onGoAway(fl, f.LastStreamID)
+	case *http2.PushPromiseFrame:
+		// Push is off in our SETTINGS.
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil
+}
+
+// onHeaders forwards a response's header block to its call.
+func (bc *backConn) onHeaders(fl *flushList, hb *headerBlock) error {
+	s, st := bc.stream(hb.streamID)
+	switch {
+	case st == stateIdle:
+		// A server cannot open streams.
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	case s == nil:
+		return nil // a stream the proxy reset: its block was decoded for the HPACK state
+	}
+	return s.onResponseHeaders(fl, bc, hb)
 }
 
 func (bc *backConn) allCalls() []*fcall {

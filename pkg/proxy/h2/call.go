@@ -57,9 +57,13 @@ type fcall struct {
 	// Request: client to backend. reqBuf[:reqSent] went to the backend and
 	// is kept while the call may be replayed elsewhere; reqBuf[reqSent:]
 	// waits for the backend's window.
-	reqBuf      []byte
-	reqSent     int
-	reqEnd      bool // the client ended its stream
+	reqBuf    []byte
+	reqSent   int
+	reqEnd    bool  // the client ended its stream
+	reqLength int64 // the request's content-length, or -1
+	// clientEnded is reqEnd as the client's reader sees it, without mu:
+	// whether the client's side of the stream is half-closed.
+	clientEnded bool
 	reqEndSent  bool
 	replay      bool
 	reqWindow   int32 // the backend's window for this stream
@@ -69,7 +73,8 @@ type fcall struct {
 	bytesIn     int64
 
 	// Response: backend to client.
-	respStarted  bool // headers came from the backend (and went to the client)
+	respStarted  bool  // headers came from the backend (and went to the client)
+	respLength   int64 // the response's content-length, or -1
 	respBuf      []byte
 	respEnd      bool // the backend ended its stream
 	respTrailers []hpack.HeaderField
@@ -244,19 +249,26 @@ func (s *fcall) sendRequestLocked() {
 }
 
 // onRequestData takes a DATA frame (or the end of the stream) from the
-// client. pad is flow-controlled padding, returned at once.
-func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) {
+// client. pad is flow-controlled padding, returned at once. A stream error
+// ends the call; the reader resets the client's stream.
+func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) error {
 	s.lock(fl)
 	defer s.unlock()
 	if s.done || s.reqEnd {
-		return
+		return nil
 	}
 	if len(s.reqBuf)-s.reqSent+len(data) > streamWindow {
 		// More than the window we granted: the client broke flow control.
-		s.code = codeCanceled
-		s.fc.rst(s.fl, s.cid, http2.ErrCodeFlowControl)
+		s.code = codeInternal
 		s.abortLocked()
-		return
+		return http2.StreamError{StreamID: s.cid, Code: http2.ErrCodeFlowControl}
+	}
+	if n := s.bytesIn + int64(len(data)); s.reqLength >= 0 && (n > s.reqLength || end && n != s.reqLength) {
+		// The body does not match its content-length: a malformed
+		// request, whose end must not reach the server (RFC 9113 §8.1.1).
+		s.code = codeInternal
+		s.abortLocked()
+		return http2.StreamError{StreamID: s.cid, Code: http2.ErrCodeProtocol}
 	}
 	s.bytesIn += int64(len(data))
 	if len(data) > 0 {
@@ -268,13 +280,23 @@ func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) 
 	s.reqCredit += pad
 	s.reqEnd = end
 	s.sendRequestLocked()
+	return nil
 }
 
-func (s *fcall) addRequestWindow(fl *flushList, n int32) {
+// addRequestWindow takes the backend's WINDOW_UPDATE (or SETTINGS change)
+// for the call's stream. A window pushed past its maximum is a stream error
+// on the backend's connection.
+func (s *fcall) addRequestWindow(fl *flushList, bc *backConn, n int32) error {
 	s.lock(fl)
-	s.reqWindow += n
+	defer s.unlock()
+	if s.done || s.bc != bc {
+		return nil
+	}
+	if !addStreamWindow(&s.reqWindow, n) {
+		return s.malformedResponseLocked("flow-control window above 2^31-1")
+	}
 	s.sendRequestLocked()
-	s.unlock()
+	return nil
 }
 
 func (s *fcall) resumeRequest(fl *flushList) {
@@ -284,18 +306,22 @@ func (s *fcall) resumeRequest(fl *flushList) {
 	s.unlock()
 }
 
-// responseFields re-encodes a backend's header block for the client:
-// :status and the regular fields, without hop-by-hop ones.
+// responseFields re-encodes a backend's header block, which checkResponse
+// or checkTrailers passed, for the client: :status and the regular fields.
 func responseFields(hb *headerBlock, out []hpack.HeaderField) []hpack.HeaderField {
 	if st := hb.pseudo(":status"); st != "" {
 		out = append(out, hpack.HeaderField{Name: ":status", Value: st})
 	}
-	for _, hf := range hb.regular() {
-		if !hopByHop(hf.Name) {
-			out = append(out, hf)
-		}
-	}
-	return out
+	return append(out, hb.regular()...)
+}
+
+// malformedResponseLocked fails a call whose server broke HTTP/2 on its
+// stream; the backend's reader resets that stream.
+func (s *fcall) malformedResponseLocked(why string) error {
+	id := s.bid
+	s.backendDone = true // the reader's RST_STREAM ends it
+	s.failLocked(codeInternal, fmt.Sprintf("server %s sent a malformed response: %s", s.u.Addr, why))
+	return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 }
 
 func grpcStatusOf(fields []hpack.HeaderField) int {
@@ -308,11 +334,30 @@ func grpcStatusOf(fields []hpack.HeaderField) int {
 }
 
 // onResponseHeaders forwards the backend's response headers or trailers.
-func (s *fcall) onResponseHeaders(fl *flushList, hb *headerBlock) {
+func (s *fcall) onResponseHeaders(fl *flushList, bc *backConn, hb *headerBlock) error {
 	s.lock(fl)
 	defer s.unlock()
-	if s.done || s.respEnd {
-		return
+	if s.done || s.bc != bc {
+		return nil
+	}
+	if s.respEnd {
+		return http2.StreamError{StreamID: s.bid, Code: http2.ErrCodeStreamClosed}
+	}
+	if !s.respStarted {
+		status, length, ok := checkResponse(hb)
+		switch {
+		case !ok:
+			return s.malformedResponseLocked("invalid response header fields")
+		case status < 200 && hb.endStream:
+			return s.malformedResponseLocked("an informational response ended the stream")
+		case status < 200:
+			// Informational (1xx): gRPC clients have no use for it, and
+			// the final response follows.
+			return nil
+		}
+		s.respLength = length
+	} else if !checkTrailers(hb) {
+		return s.malformedResponseLocked("invalid trailers")
 	}
 	var buf [16]hpack.HeaderField
 	fields := responseFields(hb, buf[:0])
@@ -332,14 +377,14 @@ func (s *fcall) onResponseHeaders(fl *flushList, hb *headerBlock) {
 			s.noteBackendEndLocked()
 			s.fc.headers(s.fl, s.cid, fields, true)
 			s.completeLocked()
-			return
+			return nil
 		}
 		s.code = grpcStatusOf(fields)
 		s.fc.headers(s.fl, s.cid, fields, false)
-		return
+		return nil
 	}
-	if !hb.endStream {
-		return // a second header block that does not end the stream: not HTTP/2
+	if s.respLength >= 0 && s.bytesOut+int64(len(s.respBuf)) != s.respLength {
+		return s.malformedResponseLocked("body length differs from content-length")
 	}
 	s.code = grpcStatusOf(fields)
 	s.respEnd = true
@@ -347,24 +392,34 @@ func (s *fcall) onResponseHeaders(fl *flushList, hb *headerBlock) {
 	if len(s.respBuf) == 0 {
 		s.fc.headers(s.fl, s.cid, fields, true)
 		s.completeLocked()
-		return
+		return nil
 	}
 	s.respTrailers = append([]hpack.HeaderField(nil), fields...)
+	return nil
 }
 
 // onResponseData forwards the backend's DATA, straight from the frame when
 // nothing is waiting before it.
-func (s *fcall) onResponseData(fl *flushList, data []byte, end bool, pad uint32) {
+func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end bool, pad uint32) error {
 	s.lock(fl)
 	defer s.unlock()
-	if s.done || s.respEnd {
-		return
+	if s.done || s.bc != bc {
+		return nil
 	}
-	if len(s.respBuf)+len(data) > streamWindow {
+	switch n := s.bytesOut + int64(len(s.respBuf)+len(data)); {
+	case s.respEnd:
+		return http2.StreamError{StreamID: s.bid, Code: http2.ErrCodeStreamClosed}
+	case !s.respStarted:
+		return s.malformedResponseLocked("DATA before the response headers")
+	case len(s.respBuf)+len(data) > streamWindow:
+		id := s.bid
+		s.backendDone = true
 		s.code = codeInternal
 		s.fc.rst(s.fl, s.cid, http2.ErrCodeInternal)
 		s.abortLocked()
-		return
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl}
+	case s.respLength >= 0 && (n > s.respLength || end && n != s.respLength):
+		return s.malformedResponseLocked("body length differs from content-length")
 	}
 	s.respCredit += pad
 	if end {
@@ -377,7 +432,7 @@ func (s *fcall) onResponseData(fl *flushList, data []byte, end bool, pad uint32)
 		s.respCredit += uint32(n)
 		if ended {
 			s.completeLocked()
-			return
+			return nil
 		}
 		data = data[n:]
 	}
@@ -388,6 +443,7 @@ func (s *fcall) onResponseData(fl *flushList, data []byte, end bool, pad uint32)
 		s.respBuf = append(s.respBuf, data...)
 	}
 	s.sendResponseLocked()
+	return nil
 }
 
 // sendResponseLocked sends waiting response bytes, then any trailers, as
@@ -420,11 +476,22 @@ func (s *fcall) sendResponseLocked() {
 	}
 }
 
-func (s *fcall) addResponseWindow(fl *flushList, n int32) {
+// addResponseWindow takes the client's WINDOW_UPDATE (or SETTINGS change)
+// for the call's stream. A window pushed past its maximum is a stream
+// error; the reader resets the client's stream.
+func (s *fcall) addResponseWindow(fl *flushList, n int32) error {
 	s.lock(fl)
-	s.respWindow += n
+	defer s.unlock()
+	if s.done {
+		return nil
+	}
+	if !addStreamWindow(&s.respWindow, n) {
+		s.code = codeInternal
+		s.abortLocked()
+		return http2.StreamError{StreamID: s.cid, Code: http2.ErrCodeFlowControl}
+	}
 	s.sendResponseLocked()
-	s.unlock()
+	return nil
 }
 
 func (s *fcall) resumeResponse(fl *flushList) {
@@ -561,6 +628,17 @@ func (s *fcall) onClientReset(fl *flushList) {
 }
 
 func (s *fcall) onClientGone(fl *flushList) { s.onClientReset(fl) }
+
+// onStreamError ends a call whose client broke HTTP/2 on its stream; the
+// reader resets the stream.
+func (s *fcall) onStreamError(fl *flushList) {
+	s.lock(fl)
+	defer s.unlock()
+	if !s.done {
+		s.code = codeInternal
+		s.abortLocked()
+	}
+}
 
 var (
 	hfStatus200   = hpack.HeaderField{Name: ":status", Value: "200"}

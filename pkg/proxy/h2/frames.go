@@ -295,16 +295,21 @@ func (c *h2conn) windowUpdate(fl *flushList, id, n uint32) {
 }
 
 // consumed counts a received DATA frame against the connection window and
-// returns the window in batches. Reader goroutine only.
-func (c *h2conn) consumed(fl *flushList, n uint32) {
+// returns the window in batches. Reader goroutine only. A peer that sent
+// more than the window allows has broken flow control.
+func (c *h2conn) consumed(fl *flushList, n uint32) error {
 	if n == 0 {
-		return
+		return nil
+	}
+	if c.recvCredit+n > connWindow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvCredit += n
 	if c.recvCredit >= connCreditThreshold {
 		c.windowUpdate(fl, 0, c.recvCredit)
 		c.recvCredit = 0
 	}
+	return nil
 }
 
 // writeData sends as much of p as the stream window *win, the connection
@@ -358,34 +363,51 @@ func (c *h2conn) writeData(fl *flushList, s *fcall, id uint32, win *int32, p []b
 	}
 }
 
+// maxWindow is the largest flow-control window (RFC 9113 §6.9.1).
+const maxWindow = 1<<31 - 1
+
 // addSendWindow applies a connection-level WINDOW_UPDATE and returns the
-// calls that were waiting for it.
-func (c *h2conn) addSendWindow(n uint32) []*fcall {
+// calls that were waiting for it; a window pushed past maxWindow is a
+// connection error.
+func (c *h2conn) addSendWindow(n uint32) ([]*fcall, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.sendWindow+int64(n) > maxWindow {
+		return nil, http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
 	c.sendWindow += int64(n)
 	blocked := c.blocked
 	c.blocked = nil
-	return blocked
+	return blocked, nil
+}
+
+// addStreamWindow adds n (negative after SETTINGS lowered the initial
+// window) to a stream's send window, refusing to push it past maxWindow.
+func addStreamWindow(win *int32, n int32) bool {
+	if int64(*win)+int64(n) > maxWindow {
+		return false
+	}
+	*win += n
+	return true
 }
 
 // applySettings takes the peer's SETTINGS and acknowledges them. It returns
 // the change of the initial stream window, which the caller applies to its
-// streams, and the peer's MAX_CONCURRENT_STREAMS if it was set.
-func (c *h2conn) applySettings(fl *flushList, f *http2.SettingsFrame) (delta int32, maxStreams uint32, hasMax bool) {
+// streams, and the peer's MAX_CONCURRENT_STREAMS if it was set. A value out
+// of range is a connection error, and nothing of the frame is applied.
+func (c *h2conn) applySettings(fl *flushList, f *http2.SettingsFrame) (delta int32, maxStreams uint32, hasMax bool, err error) {
+	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+		return 0, 0, false, err
+	}
 	c.wmu.Lock()
 	defer c.unlock(fl)
 	_ = f.ForeachSetting(func(s http2.Setting) error {
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			if s.Val <= 1<<31-1 {
-				delta += int32(s.Val) - c.peerInitialWindow
-				c.peerInitialWindow = int32(s.Val)
-			}
+			delta += int32(s.Val) - c.peerInitialWindow
+			c.peerInitialWindow = int32(s.Val)
 		case http2.SettingMaxFrameSize:
-			if s.Val >= 16384 && s.Val <= 1<<24-1 {
-				c.peerMaxFrame = s.Val
-			}
+			c.peerMaxFrame = s.Val
 		case http2.SettingHeaderTableSize:
 			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
 		case http2.SettingMaxConcurrentStreams:
@@ -394,23 +416,13 @@ func (c *h2conn) applySettings(fl *flushList, f *http2.SettingsFrame) (delta int
 		return nil
 	})
 	_ = c.fr.WriteSettingsAck()
-	return delta, maxStreams, hasMax
+	return delta, maxStreams, hasMax, nil
 }
 
 func (c *h2conn) pingAck(fl *flushList, f *http2.PingFrame) {
 	c.wmu.Lock()
 	_ = c.fr.WritePing(true, f.Data)
 	c.unlock(fl)
-}
-
-// hopByHop reports header fields that belong to one connection and are not
-// forwarded.
-func hopByHop(name string) bool {
-	switch name {
-	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-		return true
-	}
-	return false
 }
 
 // bufPool recycles the per-call buffers that hold bytes waiting for a peer's

@@ -136,90 +136,127 @@ func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 				err = http2.ConnectionError(http2.ErrCodeProtocol)
 			}
 		}
-		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				if s := fc.call(se.StreamID); s != nil {
-					s.onClientReset(fl)
-				}
-				fc.rst(fl, se.StreamID, se.Code)
-				continue
+		if err == nil {
+			err = fc.process(fl, f)
+		}
+		if err == nil {
+			continue
+		}
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			if s := fc.call(se.StreamID); s != nil {
+				s.onStreamError(fl)
 			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				fc.wmu.Lock()
-				_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCode(ce), nil)
-				fc.unlock(fl)
+			fc.rst(fl, se.StreamID, se.Code)
+			continue
+		}
+		if code, ok := connErrorCode(err); ok {
+			fc.wmu.Lock()
+			_ = fc.fr.WriteGoAway(fc.lastID(), code, nil)
+			fc.unlock(fl)
+		}
+		return err
+	}
+}
+
+// stream returns the call on stream id, if any, and the stream's state as
+// RFC 9113 §5.1 names it. The client opens odd streams only; the proxy
+// opens none, so an even stream is always idle.
+func (fc *frontConn) stream(id uint32) (*fcall, streamState) {
+	fc.mu.Lock()
+	s, maxID := fc.calls[id], fc.maxID
+	fc.mu.Unlock()
+	switch {
+	case s != nil && s.clientEnded:
+		return s, stateHalfClosedRemote
+	case s != nil:
+		return s, stateOpen
+	case id%2 == 1 && id <= maxID:
+		return nil, stateClosed
+	}
+	return nil, stateIdle
+}
+
+// process acts on one frame from the client. It returns an http2.StreamError
+// or http2.ConnectionError for what RFC 9113 says to refuse that way, or
+// another error that ends the connection.
+func (fc *frontConn) process(fl *flushList, f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.HeadersFrame, *http2.ContinuationFrame:
+		hb, err := fc.hr.read(f)
+		if err != nil || hb == nil {
+			return err
+		}
+		return fc.onHeaders(fl, hb)
+	case *http2.DataFrame:
+		// Connection-level window is spent whatever becomes of the frame.
+		if err := fc.consumed(fl, f.Length); err != nil {
+			return err
+		}
+		s, st := fc.stream(f.StreamID)
+		if err := checkState(http2.FrameData, f.StreamID, st); err != nil {
+			return err
+		}
+		if f.StreamEnded() {
+			s.clientEnded = true
+		}
+		data := f.Data()
+		return s.onRequestData(fl, data, f.StreamEnded(), f.Length-uint32(len(data)))
+	case *http2.RSTStreamFrame:
+		s, st := fc.stream(f.StreamID)
+		if err := checkState(http2.FrameRSTStream, f.StreamID, st); err != nil || s == nil {
+			return err
+		}
+		s.onClientReset(fl)
+		if !fc.resets.allow(time.Now()) {
+			fc.srv.e.log.Warn("client reset too many calls: closing its connection",
+				"listener", fc.srv.route().ListenerID, "client", fc.remote)
+			fc.wmu.Lock()
+			_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
+			fc.unlock(fl)
+			return errTooManyResets
+		}
+	case *http2.WindowUpdateFrame:
+		if f.StreamID == 0 {
+			blocked, err := fc.addSendWindow(f.Increment)
+			for _, s := range blocked {
+				s.resumeResponse(fl)
 			}
 			return err
 		}
-		switch f := f.(type) {
-		case *http2.HeadersFrame, *http2.ContinuationFrame:
-			var hb *headerBlock
-			if hf, ok := f.(*http2.HeadersFrame); ok {
-				hb, err = fc.hr.start(hf)
-			} else {
-				cf := f.(*http2.ContinuationFrame)
-				hb, err = fc.hr.add(cf.HeaderBlockFragment(), cf.HeadersEnded())
-			}
-			if err != nil {
-				fc.wmu.Lock()
-				_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeCompression, nil)
-				fc.unlock(fl)
-				return err
-			}
-			if hb != nil {
-				fc.onHeaders(fl, hb)
-			}
-		case *http2.DataFrame:
-			fc.consumed(fl, f.Length)
-			if s := fc.call(f.StreamID); s != nil {
-				data := f.Data()
-				s.onRequestData(fl, data, f.StreamEnded(), f.Length-uint32(len(data)))
-			}
-		case *http2.RSTStreamFrame:
-			if s := fc.call(f.StreamID); s != nil {
-				s.onClientReset(fl)
-				if !fc.resets.allow(time.Now()) {
-					fc.srv.e.log.Warn("client reset too many calls: closing its connection",
-						"listener", fc.srv.route().ListenerID, "client", fc.remote)
-					fc.wmu.Lock()
-					_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
-					fc.unlock(fl)
-					return errTooManyResets
-				}
-			}
-		case *http2.WindowUpdateFrame:
-			if f.StreamID == 0 {
-				for _, s := range fc.addSendWindow(f.Increment) {
-					s.resumeResponse(fl)
-				}
-			} else if s := fc.call(f.StreamID); s != nil {
-				s.addResponseWindow(fl, int32(f.Increment))
-			}
-		case *http2.SettingsFrame:
-			if f.IsAck() {
-				continue
-			}
-			if delta, _, _ := fc.applySettings(fl, f); delta != 0 {
-				for _, s := range fc.allCalls() {
-					s.addResponseWindow(fl, delta)
-				}
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				fc.pingAck(fl, f)
-			}
-		case *http2.GoAwayFrame:
-			// The client opens no more streams; its calls carry on.
-		case *http2.PushPromiseFrame:
-			// Only servers push.
-			fc.wmu.Lock()
-			_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeProtocol, nil)
-			fc.unlock(fl)
-			return http2.ConnectionError(http2.ErrCodeProtocol)
+		s, st := fc.stream(f.StreamID)
+		if err := checkState(http2.FrameWindowUpdate, f.StreamID, st); err != nil || s == nil {
+			return err
 		}
+		return s.addResponseWindow(fl, int32(f.Increment))
+	case *http2.PriorityFrame:
+		return checkPriority(f.StreamID, f.PriorityParam)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		delta, _, _, err := fc.applySettings(fl, f)
+		if err != nil || delta == 0 {
+			return err
+		}
+		for _, s := range fc.allCalls() {
+			if err := s.addResponseWindow(fl, delta); err != nil {
+				// A stream window pushed past 2^31-1 by SETTINGS is a
+				// connection error (RFC 9113 §6.9.2).
+				return http2.ConnectionError(http2.ErrCodeFlowControl)
+			}
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			fc.pingAck(fl, f)
+		}
+	case *http2.GoAwayFrame:
+		// The client opens no more streams; its calls carry on.
+	case *http2.PushPromiseFrame:
+		// Only servers push.
+		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
+	return nil
 }
 
 func (fc *frontConn) call(id uint32) *fcall {
@@ -278,59 +315,71 @@ func (r *resetLimiter) allow(now time.Time) bool {
 var status431 = []hpack.HeaderField{{Name: ":status", Value: "431"}}
 
 // onHeaders starts a call, or ends a request that sent trailers.
-func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) {
+func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 	id := hb.streamID
-	fc.mu.Lock()
-	if s := fc.calls[id]; s != nil {
-		fc.mu.Unlock()
-		// Request trailers: gRPC has none; the end of the stream counts.
-		if hb.endStream {
-			s.onRequestData(fl, nil, true, 0)
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	s, st := fc.stream(id)
+	switch st {
+	case stateOpen:
+		// Trailers: they must end the stream and hold no pseudo-header
+		// fields (RFC 9113 §8.1). gRPC requests have none to forward; the
+		// end of the stream counts.
+		s.clientEnded = true
+		if !checkTrailers(hb) {
+			return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 		}
-		return
+		return s.onRequestData(fl, nil, true, 0)
+	case stateHalfClosedRemote:
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
+	case stateClosed:
+		// A stream whose IDs went down, or one that ended.
+		return http2.ConnectionError(http2.ErrCodeStreamClosed)
 	}
-	if id <= fc.maxID || id%2 == 0 {
-		fc.mu.Unlock()
-		return // a closed stream: its frames are dropped
-	}
-	fc.maxID = id
-	if fc.goingAway || uint32(len(fc.calls)) >= fc.maxStreams {
-		fc.mu.Unlock()
-		fc.rst(fl, id, http2.ErrCodeRefusedStream)
-		return
-	}
-	fc.mu.Unlock()
 
+	fc.mu.Lock()
+	fc.maxID = id
+	refuse := fc.goingAway || uint32(len(fc.calls)) >= fc.maxStreams
+	fc.mu.Unlock()
+	if hb.selfDependent {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	}
+	if refuse {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}
+	}
 	if hb.truncated {
-		// Request headers over 32 KiB, refused as the HTTP/2 server does.
+		// Request headers over 32 KiB, refused as net/http's HTTP/2 server
+		// does.
 		fc.headers(fl, id, status431, true)
 		if !hb.endStream {
 			fc.rst(fl, id, http2.ErrCodeNo)
 		}
-		return
+		return nil
 	}
-	method, path, scheme := hb.pseudo(":method"), hb.pseudo(":path"), hb.pseudo(":scheme")
-	if hb.invalid || method == "" || path == "" || scheme == "" || method == "CONNECT" {
-		fc.rst(fl, id, http2.ErrCodeProtocol)
-		return
+	req, ok := checkRequest(hb)
+	if !ok {
+		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	s := &fcall{
-		e:       fc.srv.e,
-		fc:      fc,
-		cid:     id,
-		rt:      fc.srv.route(),
-		start:   time.Now(),
-		code:    codeOK,
-		source:  route.HostOf(fc.remote),
-		reqEnd:  hb.endStream,
-		replay:  true,
-		timeout: -1,
+	s = &fcall{
+		e:           fc.srv.e,
+		fc:          fc,
+		cid:         id,
+		rt:          fc.srv.route(),
+		start:       time.Now(),
+		code:        codeOK,
+		source:      route.HostOf(fc.remote),
+		reqEnd:      hb.endStream,
+		clientEnded: hb.endStream,
+		reqLength:   req.contentLength,
+		replay:      true,
+		timeout:     -1,
 	}
-	s.method = path
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		s.method = path[:i]
+	s.method = req.path
+	if i := strings.IndexByte(req.path, '?'); i >= 0 {
+		s.method = req.path[:i]
 	}
-	s.buildRequestHeaders(hb, method, path)
+	s.buildRequestHeaders(hb, req.method, req.path)
 	fc.wmu.Lock()
 	s.respWindow = fc.peerInitialWindow
 	fc.wmu.Unlock()
@@ -340,6 +389,7 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) {
 	fc.mu.Unlock()
 	s.e.rec.Started()
 	s.begin(fl)
+	return nil
 }
 
 // buildRequestHeaders prepares the header list sent to backends: the
@@ -358,10 +408,6 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		switch hf.Name {
 		case "x-forwarded-proto", "x-forwarded-port":
 			continue
-		case "te":
-			if hf.Value != "trailers" {
-				continue
-			}
 		case "x-forwarded-for":
 			xff = append(xff, hf.Value)
 			continue
@@ -369,10 +415,6 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 			if d, ok := parseTimeout(hf.Value); ok {
 				s.deadline = s.start.Add(d)
 				s.timeout = len(out)
-			}
-		default:
-			if hopByHop(hf.Name) {
-				continue
 			}
 		}
 		out = append(out, hf)

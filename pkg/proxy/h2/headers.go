@@ -20,6 +20,9 @@ type headerBlock struct {
 	// invalid is set for a field name or value that HTTP/2 forbids, or
 	// misplaced, repeated or unknown pseudo-header fields.
 	invalid bool
+	// selfDependent is set when the HEADERS frame's priority made the
+	// stream depend on itself.
+	selfDependent bool
 }
 
 // pseudo returns the value of pseudo-header field name (with its colon).
@@ -90,19 +93,33 @@ func newHeaderReader(max uint32, allowPseudo func(string) uint8) *headerReader {
 	return hr
 }
 
-var errHeaderBlockTooLarge = errors.New("header block far above the header list size limit")
+var errHeaderBlockTooLarge = compressionError{errors.New("header block far above the header list size limit")}
+
+// read takes a HEADERS or CONTINUATION frame; it returns the block once its
+// last fragment is in, nil before.
+func (hr *headerReader) read(f http2.Frame) (*headerBlock, error) {
+	if hf, ok := f.(*http2.HeadersFrame); ok {
+		return hr.start(hf)
+	}
+	cf := f.(*http2.ContinuationFrame)
+	return hr.add(cf.HeaderBlockFragment(), cf.HeadersEnded())
+}
 
 // start begins a block with a HEADERS frame.
 func (hr *headerReader) start(f *http2.HeadersFrame) (*headerBlock, error) {
 	clear(hr.block.fields)
-	hr.block = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: hr.block.fields[:0]}
+	hr.block = headerBlock{
+		streamID: f.StreamID, endStream: f.StreamEnded(), fields: hr.block.fields[:0],
+		selfDependent: f.HasPriority() && f.Priority.StreamDep == f.StreamID,
+	}
 	hr.size, hr.frag, hr.pseudo, hr.sawRegular, hr.inBlock = 0, 0, 0, false, true
 	hr.dec.SetEmitEnabled(true)
 	return hr.add(f.HeaderBlockFragment(), f.HeadersEnded())
 }
 
 // add decodes a fragment; it returns the block once its last fragment is
-// in, nil before. An error is a connection error.
+// in, nil before. An error is a connection error of type
+// COMPRESSION_ERROR: the connection's HPACK state is lost.
 func (hr *headerReader) add(frag []byte, last bool) (*headerBlock, error) {
 	hr.frag += len(frag)
 	if hr.frag > 2*int(hr.max)+16<<10 {
@@ -111,17 +128,25 @@ func (hr *headerReader) add(frag []byte, last bool) (*headerBlock, error) {
 		return nil, errHeaderBlockTooLarge
 	}
 	if _, err := hr.dec.Write(frag); err != nil {
-		return nil, err
+		return nil, compressionError{err}
 	}
 	if !last {
 		return nil, nil
 	}
 	hr.inBlock = false
 	if err := hr.dec.Close(); err != nil {
-		return nil, err
+		return nil, compressionError{err}
 	}
 	return &hr.block, nil
 }
+
+// compressionError is an HPACK decoding failure: a connection error of type
+// COMPRESSION_ERROR that keeps the decoder's reason for the log.
+type compressionError struct{ err error }
+
+func (e compressionError) Error() string { return "HPACK: " + e.err.Error() }
+
+func (e compressionError) Unwrap() error { return e.err }
 
 func (hr *headerReader) emit(f hpack.HeaderField) {
 	hb := &hr.block
