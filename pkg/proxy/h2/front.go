@@ -2,7 +2,6 @@ package h2
 
 import (
 	"bufio"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -44,9 +43,10 @@ type frontConn struct {
 	waitAt    time.Time // when waitTimer fires; zero if it is not set
 }
 
-// ServeConn runs the engine on an accepted TLS connection that negotiated
-// h2, until the connection ends. sc is the socket below TLS.
-func (srv *Server) ServeConn(tc *tls.Conn, sc *sock.Spill) {
+// ServeConn runs the engine on an accepted connection that negotiated h2
+// (a TLS connection, as the listener hands it over), until the connection
+// ends. sc is the socket below TLS.
+func (srv *Server) ServeConn(tc net.Conn, sc *sock.Spill) {
 	e := srv.e
 	br := bufio.NewReaderSize(tc, 16<<10)
 	_ = tc.SetReadDeadline(time.Now().Add(e.opts.HandshakeTimeout))
