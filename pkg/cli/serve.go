@@ -16,7 +16,7 @@ import (
 )
 
 func newServeCmd(a *app) *cobra.Command {
-	var lbRef, dnsAddr, accessLog string
+	var lbRef, dnsAddr, accessLog, accessLogFile string
 	shutdownTimeout := state.Duration(30 * time.Second)
 	cmd := &cobra.Command{
 		Use:   "serve [--lb LB] [--admin 127.0.0.1:PORT] [--dns 127.0.0.1:5353]",
@@ -28,20 +28,23 @@ listener with it on), HTTP/1.1 to the servers, balanced per request.
 It follows changes to the state file within a second, without dropping calls in flight; a
 state that cannot be applied is reported and the last good configuration keeps serving.
 
-One line per call goes to stderr (--access-log). The admin API (/healthz, /status, /metrics)
-listens on --admin, by default 127.0.0.1 with a free port, recorded beside the state file so
-other albctl commands find it. SIGINT or SIGTERM sends GOAWAY to clients, waits for calls in
+One line per call goes to stderr, or to --access-log-file, which SIGUSR1 reopens so that
+logrotate can move it away; lines are written in batches within 100 ms, off the calls' path.
+The admin API (/healthz, /status, /metrics) listens on --admin, by default 127.0.0.1 with a
+free port, recorded beside the state file so other albctl commands find it. SIGINT or SIGTERM sends GOAWAY to clients, waits for calls in
 flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 		Example: `  albctl serve
   albctl serve --dns 127.0.0.1:5353 --access-log json
+  albctl serve --access-log-file /var/log/albctl/access.log
   albctl serve --lb demo --admin 127.0.0.1:9901`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var accessOut *os.File
-			switch accessLog {
+			switch obs.Format(accessLog) {
 			case obs.FormatText, obs.FormatJSON:
-				accessOut = os.Stderr
 			case "off":
+				if accessLogFile != "" {
+					return usageErrorf("--access-log-file %s with --access-log off: choose one", accessLogFile)
+				}
 			default:
 				return usageErrorf("invalid value %q for --access-log: must be text, json or off", accessLog)
 			}
@@ -63,9 +66,10 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 			}()
 			opts := serve.Options{
 				Store: state.NewFileStore(a.statePath), LB: lbRef, AdminAddr: a.admin, DNSAddr: dnsAddr,
-				Log: a.io.ErrOut, AccessLogFormat: accessLog, ShutdownTimeout: shutdownTimeout.D(),
+				Log: a.io.ErrOut, AccessLogFormat: obs.Format(accessLog), AccessLogFile: accessLogFile,
+				ShutdownTimeout: shutdownTimeout.D(),
 			}
-			if accessOut != nil {
+			if accessLog != "off" {
 				opts.AccessLog = a.io.ErrOut
 			}
 			return serve.Run(ctx, opts)
@@ -73,7 +77,8 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 	}
 	cmd.Flags().StringVar(&lbRef, "lb", "", "serve only this load balancer's listeners, by ID or name")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "", "also answer DNS for albctl's zones on this address, UDP and TCP (such as 127.0.0.1:5353)")
-	cmd.Flags().StringVar(&accessLog, "access-log", obs.FormatText, "access log on stderr: text, json or off")
+	cmd.Flags().StringVar(&accessLog, "access-log", string(obs.FormatText), "access log format: text, json or off")
+	cmd.Flags().StringVar(&accessLogFile, "access-log-file", "", "write the access log to this file (appended, created 0640) instead of stderr")
 	cmd.Flags().Var(durationValue{&shutdownTimeout}, "shutdown-timeout", "how long shutdown waits for calls in flight")
 	_ = cmd.RegisterFlagCompletionFunc("lb", a.refCompletion(lbRefs))
 	_ = cmd.RegisterFlagCompletionFunc("access-log", fixedCompletion("text", "json", "off"))

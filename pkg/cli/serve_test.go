@@ -8,17 +8,19 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // serveScenario builds the tutorial's state around one echo server with the given delay and
@@ -150,6 +152,58 @@ func TestServeProcessSecondSignalExitsAtOnce(t *testing.T) {
 func TestServeRefusesBadAccessLogFormat(t *testing.T) {
 	r := run(t, newState(t), "serve", "--access-log", "xml")
 	if r.code != ExitUsage || !strings.Contains(r.err, `invalid value "xml" for --access-log: must be text, json or off`) {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// The access log goes to --access-log-file, not stderr, and SIGUSR1 reopens it: after
+// logrotate's rename, the old lines stay in the renamed file and new ones go to a new file.
+func TestServeProcessAccessLogFileReopensOnSIGUSR1(t *testing.T) {
+	path, port := serveScenario(t, 0)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cmd, stderr := startServeProcess(t, path, "--access-log-file", logFile)
+	client := echoClient(t, path, port)
+	call := func(msg string) {
+		t.Helper()
+		if _, err := client.UnaryEcho(context.Background(), &echopb.EchoRequest{Message: msg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := func(file string) int {
+		b, _ := os.ReadFile(file)
+		return strings.Count(string(b), "method=/albctl.echo.v1.Echo/UnaryEcho")
+	}
+
+	call("one")
+	testutil.WaitFor(t, "the first call's line", func() bool { return lines(logFile) == 1 })
+	rotated := logFile + ".1"
+	if err := os.Rename(logFile, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, "a new file after SIGUSR1", func() bool { _, err := os.Stat(logFile); return err == nil })
+	call("two")
+	testutil.WaitFor(t, "the second call's line in the new file", func() bool { return lines(logFile) == 1 })
+	if n := lines(rotated); n != 1 {
+		t.Fatalf("the rotated file has %d lines, want 1", n)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCodeOf(t, cmd, 10*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM\n%s", code, stderr.String())
+	}
+	if log := stderr.String(); strings.Contains(log, "UnaryEcho") || !strings.Contains(log, "access log reopened") {
+		t.Fatalf("serve's stderr should say the log was reopened and hold no access lines:\n%s", log)
+	}
+}
+
+func TestServeRefusesAccessLogFileWithLogOff(t *testing.T) {
+	r := run(t, newState(t), "serve", "--access-log", "off", "--access-log-file", "x.log")
+	if r.code != ExitUsage || !strings.Contains(r.err, "--access-log-file x.log with --access-log off") {
 		t.Fatalf("%+v", r)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"time"
@@ -33,9 +35,13 @@ type Options struct {
 	DNSAddr string
 	// Log receives one line per event: start, reloads, state changes, errors.
 	Log io.Writer
-	// AccessLog receives one line per call; nil turns the access log off.
-	AccessLog       io.Writer
-	AccessLogFormat string
+	// AccessLog receives one line per call, unless AccessLogFile is set; with neither, the
+	// access log is off.
+	AccessLog io.Writer
+	// AccessLogFile is a file the access log is appended to instead; SIGUSR1 reopens it, so
+	// that logrotate can move it away.
+	AccessLogFile   string
+	AccessLogFormat obs.Format
 	// ShutdownTimeout bounds how long shutdown waits for calls in flight.
 	ShutdownTimeout time.Duration
 	// ReloadInterval is how often the state file is checked for changes; 0 means 250 ms.
@@ -76,12 +82,12 @@ func Run(ctx context.Context, opts Options) error {
 	}))
 	srv := &Server{opts: opts, log: log, health: health.New(health.Options{Logger: log})}
 	defer srv.health.Close()
-	var accessLog *obs.AccessLog
-	if opts.AccessLog != nil {
-		accessLog = obs.NewAccessLog(opts.AccessLog, opts.AccessLogFormat, log)
-		// After the proxy's shutdown (deferred below), so the last calls are logged.
-		defer accessLog.Close()
+	accessLog, closeAccessLog, err := openAccessLog(opts, log)
+	if err != nil {
+		return err
 	}
+	// Deferred before the proxy's shutdown, so it runs after it: the last calls are logged.
+	defer closeAccessLog()
 	srv.proxy = proxy.New(proxy.Options{
 		Logger:    log,
 		AccessLog: accessLog,
@@ -260,3 +266,38 @@ func groupConfig(sg *state.ServerGroup) proxy.GroupConfig {
 
 // errNotRunning says that no serve answers for a state file.
 var errNotRunning = errors.New("no albctl serve is running for this state file")
+
+// openAccessLog starts the access log the options ask for, if any, and returns it with the
+// function that closes it. A log to a file is reopened on SIGUSR1 until then.
+func openAccessLog(opts Options, log *slog.Logger) (*obs.AccessLog, func(), error) {
+	if opts.AccessLogFile == "" {
+		if opts.AccessLog == nil {
+			return nil, func() {}, nil
+		}
+		accessLog := obs.NewAccessLog(opts.AccessLog, opts.AccessLogFormat, log)
+		return accessLog, func() { accessLog.Close() }, nil
+	}
+	accessLog, err := obs.OpenAccessLog(opts.AccessLogFile, opts.AccessLogFormat, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access log: %w", err)
+	}
+	reopen := make(chan os.Signal, 1)
+	notifyReopen(reopen)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range reopen {
+			if err := accessLog.Reopen(); err != nil {
+				log.Error("access log not reopened; still writing to the old file", "file", opts.AccessLogFile, "err", err)
+				continue
+			}
+			log.Info("access log reopened", "file", opts.AccessLogFile)
+		}
+	}()
+	return accessLog, func() {
+		signal.Stop(reopen)
+		close(reopen)
+		<-done
+		accessLog.Close()
+	}, nil
+}

@@ -243,16 +243,9 @@ func (m *Recorder) Finished(c *Call) {
 	}
 	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, code: c.Code}, d, c.BytesIn, c.BytesOut)
 	if m.accessLog != nil {
-		r := Record{
-			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method,
-			Server: c.Server, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
-		}
-		if c.Web {
-			r.HTTPStatus = c.Code
-		} else {
-			status := c.Code
-			r.GRPCStatus = &status
-		}
-		m.accessLog.Log(&r)
+		m.accessLog.Log(&Record{
+			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method, Server: c.Server,
+			Web: c.Web, Code: c.Code, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
+		})
 	}
 }

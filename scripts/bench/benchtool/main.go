@@ -4,7 +4,8 @@
 // final table.
 //
 //	benchtool export-cert STATE CERT-NAME DIR   writes DIR/{cert,key,combined}.pem
-//	benchtool payload unary|stream FILE         writes a framed EchoRequest body
+//	benchtool payload unary|bidi|server-stream FILE
+//	                                            writes a gRPC request body
 //	benchtool h2load OUTPUT LOGFILE             prints "calls/s p50-ms p99-ms errors calls"
 //	benchtool table RESULTS                     prints medians and ratios
 package main
@@ -18,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -83,20 +85,24 @@ func exportCert(statePath, name, dir string) error {
 	return fmt.Errorf("no certificate named %q in %s", name, statePath)
 }
 
-// payload writes a gRPC request body: one EchoRequest with a 1 KiB payload
-// for unary calls, ten of them for a bidirectional stream.
+// payload writes a gRPC request body, the same messages as grpcload sends:
+// one EchoRequest with a 1000-byte payload for unary calls, ten of them for
+// a bidirectional stream, one asking for 100 replies for a server stream.
 func payload(kind, path string) error {
-	msg, err := proto.Marshal(&echopb.EchoRequest{Message: "bench", Payload: make([]byte, 1000)})
-	if err != nil {
-		return err
-	}
+	req := &echopb.EchoRequest{Message: "bench", Payload: make([]byte, 1000)}
 	count := 1
 	switch kind {
 	case "unary":
-	case "stream":
+	case "bidi":
 		count = 10
+	case "server-stream":
+		req.Count = 100
 	default:
 		return fmt.Errorf("unknown payload kind %q", kind)
+	}
+	msg, err := proto.Marshal(req)
+	if err != nil {
+		return err
 	}
 	var body []byte
 	for range count {
@@ -171,13 +177,19 @@ func percentile(sorted []float64, q float64) float64 {
 	return sorted[i]
 }
 
-// result is one run: a line of the RESULTS file,
-// "workload target round calls/s p50 p99 errors cpu-per-10k" (cpu "-" for
-// direct calls, which have no proxy).
+// result is one run: a line of the RESULTS file, "client workload target
+// round calls/s p50 p99 errors cpu" with cpu the proxy's CPU µs per call ("-"
+// for direct calls, which have no proxy).
 type result struct {
 	rate, p50, p99, errs, cpu float64
 	hasCPU                    bool
 }
+
+type key struct{ client, workload, target string }
+
+// Goal for albctl with the grpc-go client: proxy CPU per call at most this
+// many times HAProxy's, with calls/s at least HAProxy's and no errors.
+const goalCPURatio = 0.8
 
 func table(path string) error {
 	f, err := os.Open(path)
@@ -185,29 +197,28 @@ func table(path string) error {
 		return err
 	}
 	defer f.Close()
-	type key struct{ workload, target string }
 	runs := map[key][]result{}
-	var workloads []string
+	var order []key // client and workload, in the order first seen
 	targets := []string{"direct", "albctl", "nginx", "haproxy"}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Fields(sc.Text())
-		if len(fl) != 8 {
+		if len(fl) != 9 {
 			continue
 		}
 		var r result
-		r.rate, _ = strconv.ParseFloat(fl[3], 64)
-		r.p50, _ = strconv.ParseFloat(fl[4], 64)
-		r.p99, _ = strconv.ParseFloat(fl[5], 64)
-		r.errs, _ = strconv.ParseFloat(fl[6], 64)
-		if fl[7] != "-" {
-			r.cpu, _ = strconv.ParseFloat(fl[7], 64)
+		r.rate, _ = strconv.ParseFloat(fl[4], 64)
+		r.p50, _ = strconv.ParseFloat(fl[5], 64)
+		r.p99, _ = strconv.ParseFloat(fl[6], 64)
+		r.errs, _ = strconv.ParseFloat(fl[7], 64)
+		if fl[8] != "-" {
+			r.cpu, _ = strconv.ParseFloat(fl[8], 64)
 			r.hasCPU = true
 		}
-		k := key{fl[0], fl[1]}
-		if _, seen := runs[k]; !seen && !contains(workloads, fl[0]) {
-			workloads = append(workloads, fl[0])
+		if wl := (key{fl[0], fl[1], ""}); !slices.Contains(order, wl) {
+			order = append(order, wl)
 		}
+		k := key{fl[0], fl[1], fl[2]}
 		runs[k] = append(runs[k], r)
 	}
 	if err := sc.Err(); err != nil {
@@ -216,73 +227,88 @@ func table(path string) error {
 
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
-	fmt.Fprintf(w, "%-14s %-8s %10s %9s %9s %7s %16s %6s\n", "workload", "target", "calls/s", "p50 ms", "p99 ms", "errors", "CPU s/10k calls", "rounds")
+	const row = "%-8s %-12s %-8s %9s %8s %8s %7s %12s %9s %9s %7s\n"
+	fmt.Fprintf(w, row, "", "", "", "", "", "", "", "proxy CPU", "albctl ÷", "albctl ÷", "")
+	fmt.Fprintf(w, row, "client", "workload", "target", "calls/s", "p50 ms", "p99 ms", "errors", "µs per call", "calls/s", "CPU/call", "rounds")
 	med := map[key]result{}
-	for _, wl := range workloads {
+	for i, wl := range order {
+		if i > 0 && order[i-1].client != wl.client {
+			fmt.Fprintln(w)
+		}
 		for _, t := range targets {
-			rs := runs[key{wl, t}]
-			if len(rs) == 0 {
-				continue
+			if rs := runs[key{wl.client, wl.workload, t}]; len(rs) > 0 {
+				med[key{wl.client, wl.workload, t}] = median(rs)
 			}
-			m := median(rs)
-			med[key{wl, t}] = m
-			cpu := "-"
-			if m.hasCPU {
-				cpu = fmt.Sprintf("%.3f", m.cpu)
-			}
-			fmt.Fprintf(w, "%-14s %-8s %10.0f %9.3f %9.3f %7.0f %16s %6d\n", wl, t, m.rate, m.p50, m.p99, m.errs, cpu, len(rs))
 		}
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "albctl relative to each peer (calls/s: higher is better; CPU per call and p99: lower is better)")
-	fmt.Fprintf(w, "%-14s %-8s %9s %9s %9s\n", "workload", "vs", "calls/s", "CPU/call", "p99")
-	for _, wl := range workloads {
-		a, ok := med[key{wl, "albctl"}]
-		if !ok {
-			continue
-		}
-		for _, t := range []string{"direct", "nginx", "haproxy"} {
-			p, ok := med[key{wl, t}]
+		a, hasA := med[key{wl.client, wl.workload, "albctl"}]
+		for _, t := range targets {
+			k := key{wl.client, wl.workload, t}
+			m, ok := med[k]
 			if !ok {
 				continue
 			}
-			cpu := "-"
-			if p.hasCPU && a.hasCPU && p.cpu > 0 {
-				cpu = fmt.Sprintf("%.2fx", a.cpu/p.cpu)
+			cpu, rateRatio, cpuRatio := "-", "", ""
+			if m.hasCPU {
+				cpu = fmt.Sprintf("%.1f", m.cpu)
 			}
-			fmt.Fprintf(w, "%-14s %-8s %8.2fx %9s %8.2fx\n", wl, t, ratio(a.rate, p.rate), cpu, ratio(a.p99, p.p99))
+			if hasA && t != "albctl" {
+				rateRatio = ratio(a.rate, m.rate)
+				if m.hasCPU && a.hasCPU {
+					cpuRatio = ratio(a.cpu, m.cpu)
+				}
+			}
+			fmt.Fprintf(w, row, wl.client, wl.workload, t, fmt.Sprintf("%.0f", m.rate), fmt.Sprintf("%.3f", m.p50),
+				fmt.Sprintf("%.3f", m.p99), fmt.Sprintf("%.0f", totalErrors(runs[k])), cpu, rateRatio, cpuRatio, strconv.Itoa(len(runs[k])))
 		}
 	}
 	fmt.Fprintln(w)
-	for _, wl := range workloads {
-		a, okA := med[key{wl, "albctl"}]
-		h, okH := med[key{wl, "haproxy"}]
-		if !okA || !okH {
+	fmt.Fprintln(w, "Medians of the rounds, but errors are the sum over all rounds. Proxy CPU is user+system time of the")
+	fmt.Fprintln(w, "proxy's processes from /proc; a call is a whole RPC (for streams, every message of it). The albctl ÷")
+	fmt.Fprintln(w, "columns are albctl's value divided by that row's: calls/s higher is better, CPU/call lower is better.")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "goal, grpc-go client: albctl's CPU per call <= %.1fx HAProxy's, calls/s >= HAProxy's, 0 errors\n", goalCPURatio)
+	for _, wl := range order {
+		if wl.client != "grpc-go" {
 			continue
 		}
-		verdict := "met"
-		if a.rate < h.rate || (a.hasCPU && h.hasCPU && a.cpu > h.cpu) {
-			verdict = "NOT met"
+		a, okA := med[key{wl.client, wl.workload, "albctl"}]
+		h, okH := med[key{wl.client, wl.workload, "haproxy"}]
+		if !okA || !okH || !a.hasCPU || !h.hasCPU {
+			continue
 		}
-		fmt.Fprintf(w, "goal for %s (calls/s >= HAProxy's and CPU per call <= HAProxy's): %s\n", wl, verdict)
+		errs := totalErrors(runs[key{wl.client, wl.workload, "albctl"}])
+		var missed []string
+		if h.cpu <= 0 || a.cpu > goalCPURatio*h.cpu {
+			missed = append(missed, "CPU")
+		}
+		if a.rate < h.rate {
+			missed = append(missed, "calls/s")
+		}
+		if errs > 0 {
+			missed = append(missed, "errors")
+		}
+		verdict := "met"
+		if len(missed) > 0 {
+			verdict = "NOT met (" + strings.Join(missed, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %-12s CPU %s, calls/s %s, %.0f errors: %s\n", wl.workload, ratio(a.cpu, h.cpu), ratio(a.rate, h.rate), errs, verdict)
 	}
 	return nil
 }
 
-func ratio(a, b float64) float64 {
+func ratio(a, b float64) string {
 	if b == 0 {
-		return 0
+		return "-"
 	}
-	return a / b
+	return fmt.Sprintf("%.2fx", a/b)
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+func totalErrors(rs []result) float64 {
+	var n float64
+	for _, r := range rs {
+		n += r.errs
 	}
-	return false
+	return n
 }
 
 // median takes each column's median on its own, as the rounds are noisy
