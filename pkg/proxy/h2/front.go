@@ -334,8 +334,10 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 	case stateHalfClosedRemote:
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
 	case stateClosed:
-		// A stream whose IDs went down, or one that ended.
-		return http2.ConnectionError(http2.ErrCodeStreamClosed)
+		// Stream IDs that went down, or a stream that ended: x/net's
+		// server treats both as PROTOCOL_ERROR, as §5.1.1 says of the
+		// first.
+		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 
 	fc.mu.Lock()
