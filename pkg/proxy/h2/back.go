@@ -228,16 +228,11 @@ func (bc *backConn) readLoop(br *bufio.Reader) {
 	var err error
 	fl := &flushList{}
 	defer fl.flush()
+	waiting := bc.flushBeforeWait(br, fl)
 	for {
-		wait := !frameBuffered(br)
-		if fl.big || wait {
-			fl.flush()
-		}
+		waiting()
 		var f http2.Frame
 		f, err = bc.fr.ReadFrame()
-		if wait {
-			bc.noteRead()
-		}
 		if err == nil {
 			err = bc.process(fl, f)
 		}

@@ -239,6 +239,28 @@ func (fl *flushList) flush() {
 	fl.big = false
 }
 
+// flushBeforeWait makes the reader flush what it wrote, and stamp the
+// keepalive, whenever it is about to wait for the peer: then the frames of
+// everything that was waiting in the socket leave together. Where the
+// socket cannot say so (it is not a connection from sock.Raw), the reader
+// flushes when br holds no whole frame. The reader calls the function
+// returned before each frame.
+func (c *h2conn) flushBeforeWait(br *bufio.Reader, fl *flushList) func() {
+	if sock.BeforeWait(c.nc, func() { fl.flush(); c.noteRead() }) {
+		return func() {
+			if fl.big {
+				fl.flush()
+			}
+		}
+	}
+	return func() {
+		if fl.big || !frameBuffered(br) {
+			fl.flush()
+			c.noteRead()
+		}
+	}
+}
+
 // frameBuffered reports whether br holds a whole frame, so that reading it
 // cannot block.
 func frameBuffered(br *bufio.Reader) bool {

@@ -120,15 +120,10 @@ func (srv *Server) ServeConn(tc net.Conn, sc *sock.Spill) {
 }
 
 func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
+	waiting := fc.flushBeforeWait(br, fl)
 	for first := true; ; first = false {
-		wait := !frameBuffered(br)
-		if fl.big || wait {
-			fl.flush()
-		}
+		waiting()
 		f, err := fc.fr.ReadFrame()
-		if wait {
-			fc.noteRead()
-		}
 		if first && err == nil {
 			// The client's preface ends with its SETTINGS; anything else is
 			// not an HTTP/2 client.

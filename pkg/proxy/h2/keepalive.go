@@ -32,7 +32,7 @@ const (
 var keepalivePing = [8]byte{'a', 'l', 'b', 'c', 't', 'l', 'k', 'a'}
 
 // keepalive is an h2conn's dead-peer detection. The reader stamps lastRead
-// each time it had to wait for input, not per frame; one timer per
+// each time it is about to wait for input, not per frame; one timer per
 // connection looks at the stamp when it fires and sets itself again, so
 // the read path does no timer work.
 type keepalive struct {
@@ -58,8 +58,8 @@ func (c *h2conn) startKeepalive(readIdle, pingTimeout time.Duration, busy func()
 	k.timer = time.AfterFunc(readIdle, c.checkAlive)
 }
 
-// noteRead records that input arrived; the reader calls it after a read
-// that had to wait.
+// noteRead records that the reader has read everything the peer sent so
+// far; it calls it before it waits for more.
 func (c *h2conn) noteRead() {
 	c.keepalive.lastRead.Store(int64(time.Since(c.keepalive.born)))
 }

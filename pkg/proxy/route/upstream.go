@@ -181,6 +181,9 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// NetConn returns the connection below.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.u.mu.Lock()

@@ -18,7 +18,8 @@ import (
 // two or three extra context switches per proxied call.
 type rawConn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc         syscall.RawConn
+	beforeWait func() // see BeforeWait
 }
 
 // Raw wraps c when it is a TCP connection and returns it unchanged
@@ -42,9 +43,18 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
+		hooked := false
 		for {
 			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e == syscall.EINTR {
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN && c.beforeWait != nil && !hooked:
+				// Nothing to read: let the reader finish its work (such as
+				// writing what it forwarded) before waiting, then look once
+				// more, as data may have come in the meantime.
+				hooked = true
+				c.beforeWait()
 				continue
 			}
 			n, errno = int(r), e
@@ -85,4 +95,23 @@ func (c *rawConn) Write(p []byte) (int, error) {
 		err = &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
 	}
 	return n, err
+}
+
+// BeforeWait arranges for f to be called each time a read from c finds
+// nothing to read and is about to wait for the peer, if c is a connection
+// from Raw or wraps one (through NetConn methods, as tls.Conn and Spill
+// do). It reports whether it could; it must be called before the reads it
+// applies to start. f runs on the reading goroutine.
+func BeforeWait(c net.Conn, f func()) bool {
+	for {
+		switch cc := c.(type) {
+		case *rawConn:
+			cc.beforeWait = f
+			return true
+		case interface{ NetConn() net.Conn }:
+			c = cc.NetConn()
+		default:
+			return false
+		}
+	}
 }

@@ -108,6 +108,9 @@ func (c *Spill) writeQueue() {
 	}
 }
 
+// NetConn returns the connection below.
+func (c *Spill) NetConn() net.Conn { return c.Conn }
+
 // SetOnDrain sets f to be called, from the queue's goroutine, each time the
 // queue has been written.
 func (c *Spill) SetOnDrain(f func()) {
