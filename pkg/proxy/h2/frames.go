@@ -169,7 +169,7 @@ func (c *h2conn) flush() {
 		}
 		c.out = c.spare[:0]
 		c.wmu.Unlock()
-		_, err := c.nc.Write(buf)
+		err := c.write(buf)
 		if cap(buf) > 4*flushThreshold {
 			buf = nil // do not keep a buffer grown by one burst
 		}
@@ -182,6 +182,21 @@ func (c *h2conn) flush() {
 			return
 		}
 	}
+}
+
+// write sends buf on the connection. Through TLS, whose records would
+// each be a system call, the records leave in one.
+func (c *h2conn) write(buf []byte) error {
+	if c.nc == net.Conn(c.sc) {
+		_, err := c.nc.Write(buf)
+		return err
+	}
+	c.sc.Cork()
+	_, err := c.nc.Write(buf)
+	if uerr := c.sc.Uncork(); err == nil {
+		err = uerr
+	}
+	return err
 }
 
 // close flushes, for at most closeFlushTimeout, and closes the connection.

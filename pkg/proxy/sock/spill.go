@@ -24,6 +24,11 @@ type Spill struct {
 	// stuckTimeout is stuckWriteTimeout; tests shorten it.
 	stuckTimeout time.Duration
 
+	// corkMu orders writes, so that what Uncork sends cannot be overtaken.
+	corkMu sync.Mutex
+	corked bool
+	cork   []byte
+
 	mu      sync.Mutex
 	queue   []byte
 	err     error
@@ -46,7 +51,43 @@ func NewSpill(c net.Conn) *Spill {
 	return &Spill{Conn: c, stuckTimeout: stuckWriteTimeout}
 }
 
+// Write writes p, or holds it back while the connection is corked.
 func (c *Spill) Write(p []byte) (int, error) {
+	c.corkMu.Lock()
+	defer c.corkMu.Unlock()
+	if c.corked {
+		c.cork = append(c.cork, p...)
+		return len(p), nil
+	}
+	return c.write(p)
+}
+
+// Cork holds writes back until Uncork sends them in one: TLS writes each
+// record on its own, so a flush of many records would otherwise cost a
+// system call each. Only one goroutine may cork at a time.
+func (c *Spill) Cork() {
+	c.corkMu.Lock()
+	c.corked = true
+	c.corkMu.Unlock()
+}
+
+// Uncork writes what Cork held back.
+func (c *Spill) Uncork() error {
+	c.corkMu.Lock()
+	defer c.corkMu.Unlock()
+	c.corked = false
+	if len(c.cork) == 0 {
+		return nil
+	}
+	_, err := c.write(c.cork)
+	c.cork = c.cork[:0]
+	if cap(c.cork) > 1<<20 {
+		c.cork = nil // do not keep a buffer grown by one burst
+	}
+	return err
+}
+
+func (c *Spill) write(p []byte) (int, error) {
 	if c.spilling.Load() {
 		c.mu.Lock()
 		if c.spilling.Load() {

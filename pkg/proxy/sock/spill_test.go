@@ -113,3 +113,33 @@ func expectClosed(t *testing.T, peer net.Conn) {
 		t.Fatalf("the connection was not closed: %v after %d bytes", err, n)
 	}
 }
+
+// Writes while corked reach the peer only at Uncork, whole and in order, in
+// one write; a TLS connection above the Spill works as before.
+func TestCorkSendsHeldWritesTogether(t *testing.T) {
+	sc, peer := spillPair(t)
+	sc.Cork()
+	for _, part := range []string{"one ", "two ", "three"} {
+		if _, err := sc.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := peer.Read(make([]byte, 16)); n != 0 || !os.IsTimeout(err) {
+		t.Fatalf("the peer read %d bytes (%v) before Uncork", n, err)
+	}
+	if err := sc.Uncork(); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("one two three"))
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "one two three" {
+		t.Fatalf("the peer read %q, %v", got, err)
+	}
+	if _, err := sc.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(peer, got[:1]); err != nil || got[0] != '!' {
+		t.Fatalf("a write after Uncork: %q, %v", got[:1], err)
+	}
+}
