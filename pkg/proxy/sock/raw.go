@@ -43,19 +43,16 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
-		hooked := false
 		for {
 			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch {
-			case e == syscall.EINTR:
+			if e == syscall.EINTR {
 				continue
-			case e == syscall.EAGAIN && c.beforeWait != nil && !hooked:
-				// Nothing to read: let the reader finish its work (such as
-				// writing what it forwarded) before waiting, then look once
-				// more, as data may have come in the meantime.
-				hooked = true
+			}
+			if e == syscall.EAGAIN && c.beforeWait != nil {
+				// Nothing to read: the reader finishes its work (such as
+				// writing what it forwarded) before it waits. What arrives
+				// meanwhile wakes the wait at once.
 				c.beforeWait()
-				continue
 			}
 			n, errno = int(r), e
 			return e != syscall.EAGAIN
