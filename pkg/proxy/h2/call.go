@@ -58,6 +58,7 @@ type fcall struct {
 	// is kept while the call may be replayed elsewhere; reqBuf[reqSent:]
 	// waits for the backend's window.
 	reqBuf    []byte
+	reqBox    *[]byte // where reqBuf came from, see getBuf
 	reqSent   int
 	reqEnd    bool  // the client ended its stream
 	reqLength int64 // the request's content-length, or -1
@@ -76,7 +77,8 @@ type fcall struct {
 	respStarted  bool  // headers came from the backend (and went to the client)
 	respLength   int64 // the response's content-length, or -1
 	respBuf      []byte
-	respEnd      bool // the backend ended its stream
+	respBox      *[]byte // see reqBox
+	respEnd      bool    // the backend ended its stream
 	respTrailers []hpack.HeaderField
 	respWindow   int32 // the client's window for this stream
 	respCredit   uint32
@@ -273,7 +275,8 @@ func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) 
 	s.bytesIn += int64(len(data))
 	if len(data) > 0 {
 		if s.reqBuf == nil {
-			s.reqBuf = getBuf()
+			s.reqBox = getBuf()
+			s.reqBuf = *s.reqBox
 		}
 		s.reqBuf = append(s.reqBuf, data...)
 	}
@@ -438,7 +441,8 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 	}
 	if len(data) > 0 {
 		if s.respBuf == nil {
-			s.respBuf = getBuf()
+			s.respBox = getBuf()
+			s.respBuf = *s.respBox
 		}
 		s.respBuf = append(s.respBuf, data...)
 	}
@@ -712,7 +716,7 @@ func (s *fcall) abortLocked() {
 		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server,
 		Code: s.code, Start: s.start, BytesIn: s.bytesIn, BytesOut: s.bytesOut,
 	})
-	putBuf(s.reqBuf)
-	putBuf(s.respBuf)
-	s.reqBuf, s.respBuf = nil, nil
+	putBuf(s.reqBox, s.reqBuf)
+	putBuf(s.respBox, s.respBuf)
+	s.reqBuf, s.respBuf, s.reqBox, s.respBox = nil, nil, nil, nil
 }

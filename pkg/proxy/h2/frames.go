@@ -463,18 +463,21 @@ func (c *h2conn) pingAck(fl *flushList, f *http2.PingFrame) {
 }
 
 // bufPool recycles the per-call buffers that hold bytes waiting for a peer's
-// window (and a request's bytes kept for a retry).
+// window (and a request's bytes kept for a retry). It holds *[]byte, so
+// that putting one back allocates nothing; a call keeps that pointer beside
+// its buffer.
 var bufPool = sync.Pool{New: func() any {
 	b := make([]byte, 0, 4<<10)
 	return &b
 }}
 
-func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
 
-func putBuf(b []byte) {
-	if b == nil || cap(b) > 2*maxReplay {
+// putBuf returns b, which may have grown since getBuf returned box.
+func putBuf(box *[]byte, b []byte) {
+	if box == nil || cap(b) > 2*maxReplay {
 		return
 	}
-	b = b[:0]
-	bufPool.Put(&b)
+	*box = b[:0]
+	bufPool.Put(box)
 }

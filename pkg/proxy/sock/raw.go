@@ -3,6 +3,7 @@ package sock
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -20,6 +21,18 @@ type rawConn struct {
 	*net.TCPConn
 	rc         syscall.RawConn
 	beforeWait func() // see BeforeWait
+
+	// The functions the poller calls and what they work on, made once:
+	// closures made per call would each cost an allocation. Reads come
+	// from one goroutine at a time; wmu orders writes.
+	readFn, writeFn func(fd uintptr) bool
+	rbuf            []byte
+	rn              int
+	rerrno          syscall.Errno
+	wmu             sync.Mutex
+	wbuf            []byte
+	wn              int
+	werrno          syscall.Errno
 }
 
 // Raw wraps c when it is a TCP connection and returns it unchanged
@@ -33,31 +46,19 @@ func Raw(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawConn{TCPConn: tc, rc: rc}
+	rw := &rawConn{TCPConn: tc, rc: rc}
+	rw.readFn, rw.writeFn = rw.readFD, rw.writeFD
+	return rw
 }
 
 func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e == syscall.EINTR {
-				continue
-			}
-			if e == syscall.EAGAIN && c.beforeWait != nil {
-				// Nothing to read: the reader finishes its work (such as
-				// writing what it forwarded) before it waits. What arrives
-				// meanwhile wakes the wait at once.
-				c.beforeWait()
-			}
-			n, errno = int(r), e
-			return e != syscall.EAGAIN
-		}
-	})
+	c.rbuf = p
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerrno
+	c.rbuf = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -69,29 +70,53 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *rawConn) Write(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+func (c *rawConn) readFD(fd uintptr) bool {
+	p := c.rbuf
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == syscall.EINTR {
+			continue
 		}
-		return true
-	})
+		if e == syscall.EAGAIN && c.beforeWait != nil {
+			// Nothing to read: the reader finishes its work (such as
+			// writing what it forwarded) before it waits. What arrives
+			// meanwhile wakes the wait at once.
+			c.beforeWait()
+		}
+		c.rn, c.rerrno = int(r), e
+		return e != syscall.EAGAIN
+	}
+}
+
+func (c *rawConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werrno = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	n, errno := c.wn, c.werrno
+	c.wbuf = nil
 	if err == nil && errno != 0 {
 		err = &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: errno}
 	}
 	return n, err
+}
+
+func (c *rawConn) writeFD(fd uintptr) bool {
+	p := c.wbuf
+	for c.wn < len(p) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[c.wn])), uintptr(len(p)-c.wn))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = e
+			return true
+		}
+	}
+	return true
 }
 
 // BeforeWait arranges for f to be called each time a read from c finds

@@ -3,6 +3,7 @@ package sock
 import (
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,8 +108,7 @@ func (c *Spill) write(p []byte) (int, error) {
 	}
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(spillAfter))
 	n, err := c.Conn.Write(p)
-	var ne net.Error
-	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+	if err == nil || !os.IsTimeout(err) {
 		return n, err
 	}
 	c.mu.Lock()
