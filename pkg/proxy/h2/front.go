@@ -143,7 +143,14 @@ func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 				s.onStreamError(fl)
 			}
 			fc.rst(fl, se.StreamID, se.Code)
-			continue
+			if se.Code == http2.ErrCodeRefusedStream {
+				continue
+			}
+			// A stream the client broke may have started a call, as a
+			// stream it reset does.
+			if err = fc.countReset(fl); err == nil {
+				continue
+			}
 		}
 		if code, ok := connErrorCode(err); ok {
 			fc.wmu.Lock()
@@ -152,6 +159,20 @@ func (fc *frontConn) readLoop(br *bufio.Reader, fl *flushList) error {
 		}
 		return err
 	}
+}
+
+// countReset counts a call the client ended before its answer, and cuts
+// the client off once it did so too often (see resetLimiter).
+func (fc *frontConn) countReset(fl *flushList) error {
+	if fc.resets.allow(time.Now()) {
+		return nil
+	}
+	fc.srv.e.log.Warn("client reset too many calls: closing its connection",
+		"listener", fc.srv.route().ListenerID, "client", fc.remote)
+	fc.wmu.Lock()
+	_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
+	fc.unlock(fl)
+	return errTooManyResets
 }
 
 // stream returns the call on stream id, if any, and the stream's state as
@@ -203,14 +224,7 @@ func (fc *frontConn) process(fl *flushList, f http2.Frame) error {
 			return err
 		}
 		s.onClientReset(fl)
-		if !fc.resets.allow(time.Now()) {
-			fc.srv.e.log.Warn("client reset too many calls: closing its connection",
-				"listener", fc.srv.route().ListenerID, "client", fc.remote)
-			fc.wmu.Lock()
-			_ = fc.fr.WriteGoAway(fc.lastID(), http2.ErrCodeEnhanceYourCalm, nil)
-			fc.unlock(fl)
-			return errTooManyResets
-		}
+		return fc.countReset(fl)
 	case *http2.WindowUpdateFrame:
 		if f.StreamID == 0 {
 			blocked, err := fc.addSendWindow(f.Increment)
