@@ -23,6 +23,20 @@ import (
 // ENHANCE_YOUR_CALM and close the connection after a bounded number of
 // calls reached the backend, while another client's calls go on.
 func TestRapidResetIsCutOff(t *testing.T) {
+	t.Run("RST_STREAM", func(t *testing.T) {
+		testRapidReset(t, func(wf *http2.Framer, id uint32) error { return wf.WriteRSTStream(id, http2.ErrCodeCancel) })
+	})
+	// A stream the client breaks is reset by the proxy instead, with the
+	// same cost: it counts the same.
+	t.Run("broken streams", func(t *testing.T) {
+		testRapidReset(t, func(wf *http2.Framer, id uint32) error {
+			return wf.WritePriority(id, http2.PriorityParam{StreamDep: id})
+		})
+	})
+}
+
+// testRapidReset opens streams and ends each at once with end.
+func testRapidReset(t *testing.T, end func(wf *http2.Framer, id uint32) error) {
 	b := testutil.StartInterop(t, "b1")
 	addr := startFront(t, b.Addr).addr
 	good := dial(t, addr)
@@ -88,7 +102,7 @@ func TestRapidResetIsCutOff(t *testing.T) {
 		if wf.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}) != nil {
 			break
 		}
-		if wf.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+		if end(wf, id) != nil {
 			break
 		}
 		sent++
