@@ -177,7 +177,7 @@ func (bp *pool) dial() (*backConn, error) {
 		readerDone: make(chan struct{}),
 	}
 	sc := sock.NewSpill(nc)
-	br := bufio.NewReaderSize(sc, 32<<10)
+	br := bufio.NewReaderSize(sc, 64<<10)
 	bc.init(sc, sc, br, newHeaderReader(1<<20, responsePseudo), (*fcall).resumeRequest)
 	bc.wmu.Lock()
 	bc.out = append(bc.out, http2.ClientPreface...)
