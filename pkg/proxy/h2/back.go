@@ -15,7 +15,7 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
-// backConn is an h2c connection to a backend in the frames engine. Its
+// backConn is an h2c connection to a backend. Its
 // reader goroutine forwards the backend's frames to the calls' clients.
 type backConn struct {
 	h2conn

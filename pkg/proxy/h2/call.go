@@ -15,10 +15,10 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
-// fcall is one call (one client stream and one backend stream at a time) in
-// the frames engine. The client's reader, the backend's reader, the client
-// connection's request-timeout timer and, while a backend connection is
-// being dialed, a connect goroutine all act on it under mu.
+// fcall is one call: one client stream and one backend stream at a time.
+// The client's reader, the backend's reader, the client connection's
+// request-timeout timer and, while a backend connection is being dialed, a
+// connect goroutine all act on it under mu.
 type fcall struct {
 	e      *Engine
 	fc     *frontConn

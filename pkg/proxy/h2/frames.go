@@ -14,7 +14,7 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
-// The frames engine forwards each call as HTTP/2 frames: a reader goroutine
+// The engine forwards each call as HTTP/2 frames: a reader goroutine
 // per connection (client or backend) reads a frame, finds the call it
 // belongs to and writes the matching frame on the other connection. DATA
 // payloads pass as bytes; header blocks are decoded and encoded again, as

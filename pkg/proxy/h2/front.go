@@ -16,9 +16,9 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
-// frontConn is a client's HTTP/2 connection in the frames engine. Its
-// reader goroutine (the listener's serveConn goroutine) starts calls and
-// forwards the client's frames; backend readers write responses into it.
+// frontConn is a client's HTTP/2 connection. Its reader goroutine (the
+// listener's serveConn goroutine) starts calls and forwards the client's
+// frames; backend readers write responses into it.
 type frontConn struct {
 	h2conn
 	srv        *Server

@@ -36,7 +36,7 @@ type PoolKind int
 
 // The pools a server may have.
 const (
-	PoolH2   PoolKind = iota // HTTP/2 connections of the frames engine
+	PoolH2   PoolKind = iota // HTTP/2 connections of the gRPC engine (h2)
 	PoolHTTP                 // HTTP/1.1 connections of the reverse proxy
 	numPools
 )
