@@ -15,8 +15,8 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
-// backConn is an h2c connection to a backend. Its
-// reader goroutine forwards the backend's frames to the calls' clients.
+// backConn is an h2c connection to a backend. Its reader goroutine forwards
+// the backend's frames to the calls' clients.
 type backConn struct {
 	h2conn
 	pool *pool
