@@ -207,3 +207,11 @@ func TestServeRefusesAccessLogFileWithLogOff(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+func TestServeAccessLogFileThatCannotBeOpened(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "missing", "access.log")
+	r := run(t, newState(t), "serve", "--access-log-file", file)
+	if r.code != ExitError || !strings.Contains(r.err, "access log: open "+file+": no such file or directory") {
+		t.Fatalf("%+v", r)
+	}
+}
