@@ -24,10 +24,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/albctl/albctl/internal/testutil"
-	"github.com/albctl/albctl/pkg/balancer"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/proxy/route"
-	"github.com/albctl/albctl/pkg/proxy/sock"
 )
 
 // FuzzFrames writes an arbitrary sequence of frames, after a valid preface
@@ -159,9 +157,7 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	}()
 	rec := obs.NewRecorder(nil)
 	e := New(Options{Recorder: rec, MaxConcurrentStreams: 100, HandshakeTimeout: time.Second, DialTimeout: 5 * time.Second})
-	g := route.NewGroup("sgp-fuzz")
-	g.Update(&route.Env{Recorder: rec, DialTimeout: 5 * time.Second}, route.ProtocolGRPC, balancer.SchedulerWRR, 0,
-		[]route.Server{{Addr: b.Addr, Weight: 100}})
+	g := testGroup("sgp-fuzz", rec, b.Addr)
 	h := &fuzzHarness{rec: rec, upstream: g.Upstream(b.Addr)}
 	h.normal = &route.Route{ListenerID: "lsn-fuzz", Group: g, IdleTimeout: time.Hour}
 	for i := range h.routes {
@@ -175,37 +171,7 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	h.current.Store(h.normal)
 	h.srv = e.NewServer(h.current.Load)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]struct{}{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sc := sock.NewSpill(sock.Raw(c))
-				h.srv.ServeConn(sc, sc)
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
-	}()
+	h.addr = serveListener(tb, h.srv, g, nil)
 
 	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
 		var d net.Dialer
@@ -224,18 +190,6 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	tb.Cleanup(func() {
 		close(stopDrain)
 		cc.Close()
-		ln.Close()
-		h.srv.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		for _, u := range g.Remove() {
-			u.Close()
-		}
-		wg.Wait()
-		h.srv.Wait()
 	})
 	return h
 }
@@ -250,12 +204,7 @@ func (h *fuzzHarness) probeCall(t *testing.T) {
 	}
 }
 
-func (h *fuzzHarness) backendConns() []*backConn {
-	bp := h.srv.e.poolOf(h.upstream)
-	bp.mu.Lock()
-	defer bp.mu.Unlock()
-	return append([]*backConn(nil), bp.conns...)
-}
+func (h *fuzzHarness) backendConns() []*backConn { return poolConns(h.srv, h.upstream) }
 
 func (h *fuzzHarness) run(t *testing.T, in []byte) {
 	if h.inputs == 0 {

@@ -32,20 +32,34 @@ func startFront(t testing.TB, addrs ...string) *testFront {
 	t.Helper()
 	rec := obs.NewRecorder(nil)
 	e := New(Options{Recorder: rec, MaxConcurrentStreams: 1000, HandshakeTimeout: 5 * time.Second, DialTimeout: 5 * time.Second})
-	g := route.NewGroup("sgp-test")
+	g := testGroup("sgp-test", rec, addrs...)
+	rt := &route.Route{ListenerID: "lsn-test", Group: g, IdleTimeout: 15 * time.Second}
+	srv := e.NewServer(func() *route.Route { return rt })
+	cfg := &tls.Config{Certificates: []tls.Certificate{testutil.TestCA(t).Cert(t, "localhost")}, NextProtos: []string{"h2"}}
+	return &testFront{addr: serveListener(t, srv, g, cfg), srv: srv, group: g}
+}
+
+// testGroup is a group of the servers at addrs, each of weight 100.
+func testGroup(id string, rec *obs.Recorder, addrs ...string) *route.Group {
+	g := route.NewGroup(id)
 	servers := make([]route.Server, len(addrs))
 	for i, a := range addrs {
 		servers[i] = route.Server{Addr: a, Weight: 100}
 	}
 	g.Update(&route.Env{Recorder: rec, DialTimeout: 5 * time.Second}, route.ProtocolGRPC, balancer.SchedulerWRR, 0, servers)
-	rt := &route.Route{ListenerID: "lsn-test", Group: g, IdleTimeout: 15 * time.Second}
-	srv := e.NewServer(func() *route.Route { return rt })
+	return g
+}
 
+// serveListener serves srv on a new listener on 127.0.0.1, through TLS if
+// cfg is set, as the proxy's listeners do, until the test ends, and
+// returns its address. Then the listener and its connections close, and
+// so do g's servers.
+func serveListener(tb testing.TB, srv *Server, g *route.Group, cfg *tls.Config) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{testutil.TestCA(t).Cert(t, "localhost")}, NextProtos: []string{"h2"}}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
@@ -63,8 +77,17 @@ func startFront(t testing.TB, addrs ...string) *testFront {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() {
+					c.Close()
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+				}()
 				sc := sock.NewSpill(sock.Raw(c))
+				if cfg == nil {
+					srv.ServeConn(sc, sc)
+					return
+				}
 				tc := tls.Server(sc, cfg)
 				if tc.Handshake() == nil {
 					srv.ServeConn(tc, sc)
@@ -72,7 +95,7 @@ func startFront(t testing.TB, addrs ...string) *testFront {
 			}()
 		}
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ln.Close()
 		srv.Close()
 		mu.Lock()
@@ -86,12 +109,17 @@ func startFront(t testing.TB, addrs ...string) *testFront {
 		wg.Wait()
 		srv.Wait()
 	})
-	return &testFront{addr: ln.Addr().String(), srv: srv, group: g}
+	return ln.Addr().String()
 }
 
 // backendConns returns the engine's connections to the server at addr.
 func (tf *testFront) backendConns(addr string) []*backConn {
-	bp := tf.srv.e.poolOf(tf.group.Upstream(addr))
+	return poolConns(tf.srv, tf.group.Upstream(addr))
+}
+
+// poolConns returns srv's engine's connections to u.
+func poolConns(srv *Server, u *route.Upstream) []*backConn {
+	bp := srv.e.poolOf(u)
 	bp.mu.Lock()
 	defer bp.mu.Unlock()
 	return append([]*backConn(nil), bp.conns...)

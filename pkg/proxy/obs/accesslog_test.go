@@ -1,7 +1,6 @@
 package obs_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,25 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -68,7 +51,7 @@ func readFile(t *testing.T, path string) string {
 // output logs recs through a fresh access log and returns what it wrote.
 func output(t *testing.T, format obs.Format, recs []obs.Record) string {
 	t.Helper()
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	a := obs.NewAccessLog(&buf, format, nil)
 	for i := range recs {
 		a.Log(&recs[i])
@@ -357,7 +340,7 @@ type stuckWriter struct {
 	entered chan struct{} // closed by the first Write
 	release chan struct{}
 	once    sync.Once
-	out     syncBuffer
+	out     testutil.SyncBuffer
 }
 
 func (w *stuckWriter) Write(p []byte) (int, error) {
@@ -368,7 +351,7 @@ func (w *stuckWriter) Write(p []byte) (int, error) {
 
 func TestStuckDestinationDropsLines(t *testing.T) {
 	w := &stuckWriter{entered: make(chan struct{}), release: make(chan struct{})}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	a := obs.NewAccessLog(w, obs.FormatText, slog.New(slog.NewTextHandler(&logs, nil)))
 	released := false
 	release := func() {
@@ -448,7 +431,7 @@ func (w *failingWriter) count() int {
 
 func TestWriteErrorReportedOnce(t *testing.T) {
 	w := &failingWriter{}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	a := obs.NewAccessLog(w, obs.FormatJSON, slog.New(slog.NewTextHandler(&logs, nil)))
 	a.Log(record("/s/A"))
 	waitFor(t, time.Second, "no write", func() bool { return w.count() == 1 })
@@ -499,7 +482,7 @@ func TestReopen(t *testing.T) {
 		t.Error("Reopen after Close succeeded")
 	}
 
-	plain := obs.NewAccessLog(&syncBuffer{}, obs.FormatText, nil)
+	plain := obs.NewAccessLog(&testutil.SyncBuffer{}, obs.FormatText, nil)
 	if err := plain.Reopen(); err != nil {
 		t.Errorf("Reopen of a log on a writer: %v", err)
 	}
