@@ -24,7 +24,7 @@ import (
 
 func TestWeightsOverOneConnection(t *testing.T) {
 	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
-	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{b1.Addr, 100}, {b2.Addr, 50}}}))
+	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: b1.Addr, Weight: 100}, {Addr: b2.Addr, Weight: 50}}}))
 	client := dial(t, addr) // one connection: balancing must be per call
 	ctx := ctxTimeout(t, 60*time.Second)
 	var wg sync.WaitGroup
@@ -130,7 +130,7 @@ func TestBackendResetReachesClient(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{ln.Addr().String(), 100}}}))
+	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: ln.Addr().String(), Weight: 100}}}))
 	_, err = dial(t, addr).UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{})
 	wantCode(t, err, codes.Internal, "RST_STREAM")
 }
@@ -198,7 +198,7 @@ func TestLiveApply(t *testing.T) {
 	}
 
 	// Remove b1, add b3, reweight b2, add a listener.
-	cfg.Groups["sgp-test"] = GroupConfig{ID: "sgp-test", Servers: []ServerConfig{{b2.Addr, 30}, {b3.Addr, 60}}, DrainTimeout: 10 * time.Second}
+	cfg.Groups["sgp-test"] = GroupConfig{ID: "sgp-test", Servers: []ServerConfig{{Addr: b2.Addr, Weight: 30}, {Addr: b3.Addr, Weight: 60}}, DrainTimeout: 10 * time.Second}
 	cfg.Listeners = append(cfg.Listeners, ListenerConfig{ID: "lsn-2", Addr: "127.0.0.1:0", HTTP2: true, GroupID: "sgp-test",
 		Certificates: cfg.Listeners[0].Certificates})
 	if err := p.Apply(cfg); err != nil {

@@ -96,10 +96,7 @@ func (gc GroupConfig) protocol() string {
 
 // ServerConfig is a backend server: "host:port" of its service and a weight
 // (0 = no traffic).
-type ServerConfig struct {
-	Addr   string
-	Weight int
-}
+type ServerConfig = route.Server
 
 // Options are the proxy's fixed settings.
 type Options struct {
@@ -227,11 +224,7 @@ func (p *Proxy) Apply(cfg Config) error {
 			g.scheduler = balancer.SchedulerWRR
 		}
 		// Only once no new call can pick them do removed servers start draining.
-		servers := make([]route.Server, len(gc.Servers))
-		for i, s := range gc.Servers {
-			servers[i] = route.Server(s)
-		}
-		for _, u := range g.Update(p.env, gc.protocol(), gc.Scheduler, gc.SlowStart, servers) {
+		for _, u := range g.Update(p.env, gc.protocol(), gc.Scheduler, gc.SlowStart, gc.Servers) {
 			p.drain(u, g.drainTimeout)
 		}
 	}

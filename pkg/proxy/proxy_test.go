@@ -268,7 +268,7 @@ func TestErrorsAreGRPC(t *testing.T) {
 	})
 	t.Run("retry once elsewhere", func(t *testing.T) {
 		good := startBackend(t, "good")
-		p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{dead.Addr, 100}, {good.Addr, 100}}}))
+		p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: dead.Addr, Weight: 100}, {Addr: good.Addr, Weight: 100}}}))
 		client := dial(t, addr)
 		for i := 0; i < 10; i++ {
 			res, err := client.UnaryCall(ctxTimeout(t, 10*time.Second), &testpb.SimpleRequest{})

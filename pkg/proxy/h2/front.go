@@ -353,8 +353,8 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 	fc.maxID = id
 	refuse := fc.goingAway || uint32(len(fc.calls)) >= fc.maxStreams
 	fc.mu.Unlock()
-	if hb.selfDependent {
-		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
+	if hb.priority != nil {
+		return hb.priority
 	}
 	if refuse {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeRefusedStream}

@@ -20,9 +20,9 @@ type headerBlock struct {
 	// invalid is set for a field name or value that HTTP/2 forbids, or
 	// misplaced, repeated or unknown pseudo-header fields.
 	invalid bool
-	// selfDependent is set when the HEADERS frame's priority made the
-	// stream depend on itself.
-	selfDependent bool
+	// priority is checkPriority's verdict on the HEADERS frame's
+	// priority, if it had one.
+	priority error
 }
 
 // pseudo returns the value of pseudo-header field name (with its colon).
@@ -108,9 +108,9 @@ func (hr *headerReader) read(f http2.Frame) (*headerBlock, error) {
 // start begins a block with a HEADERS frame.
 func (hr *headerReader) start(f *http2.HeadersFrame) (*headerBlock, error) {
 	clear(hr.block.fields)
-	hr.block = headerBlock{
-		streamID: f.StreamID, endStream: f.StreamEnded(), fields: hr.block.fields[:0],
-		selfDependent: f.HasPriority() && f.Priority.StreamDep == f.StreamID,
+	hr.block = headerBlock{streamID: f.StreamID, endStream: f.StreamEnded(), fields: hr.block.fields[:0]}
+	if f.HasPriority() {
+		hr.block.priority = checkPriority(f.StreamID, f.Priority)
 	}
 	hr.size, hr.frag, hr.pseudo, hr.sawRegular, hr.inBlock = 0, 0, 0, false, true
 	hr.dec.SetEmitEnabled(true)
