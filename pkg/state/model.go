@@ -18,6 +18,8 @@ type State struct {
 	Listeners     []Listener     `json:"listeners"`
 	Domains       []Domain       `json:"domains"`
 	Records       []Record       `json:"records"`
+	// Rules are the listeners' forwarding rules; older documents have none.
+	Rules []Rule `json:"rules,omitempty"`
 	// CA is albctl's local certificate authority, created on first use by `cert create`.
 	CA *CA `json:"ca,omitempty"`
 }
@@ -42,7 +44,24 @@ const (
 	SchedulerWRR = "wrr"
 	SchedulerWLC = "wlc"
 	SchedulerSCH = "sch"
+	SchedulerUCH = "uch"
 )
+
+// Schedulers lists the server group schedulers.
+var Schedulers = []string{SchedulerWRR, SchedulerWLC, SchedulerSCH, SchedulerUCH}
+
+// Where a uch scheduler finds its hash key.
+const (
+	UCHQueryString = "QueryString"
+	UCHHeader      = "Header"
+)
+
+// UCHConfig names the request value a uch scheduler hashes: a query parameter, as the cloud
+// has it, or a header (gRPC metadata), albctl's addition.
+type UCHConfig struct {
+	Type string `json:"type"`
+	Key  string `json:"key"`
+}
 
 // DefaultGRPCHealthPath is a well-formed method that no real service implements: a live gRPC
 // server answers it with status 12 (UNIMPLEMENTED), which the default codes count as healthy.
@@ -57,6 +76,8 @@ type ServerGroup struct {
 	HealthCheck  HealthCheck `json:"healthCheck"`
 	DrainTimeout Duration    `json:"drainTimeout"`
 	SlowStart    Duration    `json:"slowStart"` // 0 (the default; older state files lack it) is off
+	// UCHConfig is set for the uch scheduler only.
+	UCHConfig *UCHConfig `json:"uchConfig,omitempty"`
 	Servers      []Server    `json:"servers"`
 }
 

@@ -14,9 +14,10 @@ const (
 	prefixListener = "lsn-"
 	prefixCert     = "cert-"
 	prefixRecord   = "rr-"
+	prefixRule     = "rule-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord}
+var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -254,6 +255,9 @@ func (s *State) DeleteServerGroup(ref string) (*ServerGroup, error) {
 	if users := s.listenersWhere(func(l *Listener) bool { return l.ServerGroupID == sg.ID }); users != "" {
 		return nil, conflict("server group %s is used by listeners %s: delete them or point them elsewhere first", sg.Name, users)
 	}
+	if users := s.rulesWhere(func(r *Rule) bool { return r.forwardsTo(sg.ID) }); users != "" {
+		return nil, conflict("server group %s is used by rules %s: delete them or forward them elsewhere first", sg.Name, users)
+	}
 	deleted := *sg
 	s.ServerGroups = remove(s.ServerGroups, sg.ID, sgIDName)
 	return &deleted, nil
@@ -356,6 +360,9 @@ func (s *State) DeleteListener(ref string) (*Listener, error) {
 	l, err := s.Listener(ref)
 	if err != nil {
 		return nil, err
+	}
+	if users := s.rulesWhere(func(r *Rule) bool { return r.ListenerID == l.ID }); users != "" {
+		return nil, conflict("listener %s has rules %s: delete them first", l.ID, users)
 	}
 	deleted := *l
 	s.Listeners = remove(s.Listeners, l.ID, listenerIDName)

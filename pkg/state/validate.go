@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -86,10 +87,8 @@ func (sg *ServerGroup) validate() error {
 	default:
 		return invalid("protocol", sg.Protocol, "must be gRPC, HTTP or HTTPS")
 	}
-	switch sg.Scheduler {
-	case SchedulerWRR, SchedulerWLC, SchedulerSCH:
-	default:
-		return invalid("scheduler", sg.Scheduler, "must be wrr, wlc or sch")
+	if err := sg.validateScheduler(); err != nil {
+		return err
 	}
 	if err := checkDuration("drainTimeout", sg.DrainTimeout, 0, 900*time.Second); err != nil {
 		return err
@@ -126,8 +125,40 @@ func (sg *ServerGroup) validateSlowStart() error {
 	if sg.SlowStart.D() < MinSlowStart || sg.SlowStart.D() > MaxSlowStart {
 		return invalid("slowStart", sg.SlowStart, "must be 0 (off) or %s-%s", fmtSeconds(MinSlowStart), fmtSeconds(MaxSlowStart))
 	}
-	if sg.Scheduler == SchedulerSCH {
-		return invalid("slowStart", sg.SlowStart, "needs the wrr or wlc scheduler: sch keeps each client on the server its IP hashes to, so it cannot ramp a server up")
+	if sg.Scheduler == SchedulerSCH || sg.Scheduler == SchedulerUCH {
+		return invalid("slowStart", sg.SlowStart, "needs the wrr or wlc scheduler: %s keeps each client on the server its key hashes to, so it cannot ramp a server up", sg.Scheduler)
+	}
+	return nil
+}
+
+// validateScheduler checks the scheduler, and the hash key that uch, and only uch, needs.
+func (sg *ServerGroup) validateScheduler() error {
+	if !slices.Contains(Schedulers, sg.Scheduler) {
+		return invalid("scheduler", sg.Scheduler, "must be wrr, wlc, sch or uch")
+	}
+	uch := sg.UCHConfig
+	switch {
+	case sg.Scheduler != SchedulerUCH && uch != nil:
+		return invalid("uchConfig", uch.Type+":"+uch.Key, "a hash key applies only to the uch scheduler")
+	case sg.Scheduler != SchedulerUCH:
+		return nil
+	case uch == nil:
+		return invalid("uchConfig", "", "the uch scheduler needs a key to hash: query:KEY or header:KEY")
+	}
+	switch uch.Type {
+	case UCHHeader:
+		if err := validateHeaderKey("uchConfig", uch.Key); err != nil {
+			return err
+		}
+		if uch.Key != strings.ToLower(uch.Key) {
+			return invalid("uchConfig", uch.Key, "write header names in lowercase, as HTTP/2 sends them")
+		}
+	case UCHQueryString:
+		if len(uch.Key) < 1 || len(uch.Key) > MaxQueryOrCookieKey || !matchValueChars(uch.Key, CondQueryString, true) {
+			return invalid("uchConfig", uch.Key, "a query key is 1-%d printable characters without uppercase letters, spaces or %s", MaxQueryOrCookieKey, bannedChars(CondQueryString, true))
+		}
+	default:
+		return invalid("uchConfig", uch.Type, "the key is a query parameter or a header: query:KEY or header:KEY")
 	}
 	return nil
 }
@@ -368,6 +399,12 @@ func (s *State) Validate() error {
 	for i := range s.Listeners {
 		l := &s.Listeners[i]
 		if err := firstError(unique("listener", l.ID, l.ID), l.validate(s)); err != nil {
+			return err
+		}
+	}
+	for i := range s.Rules {
+		r := &s.Rules[i]
+		if err := firstError(unique("rule", r.ID, r.Label()), r.validate(s)); err != nil {
 			return err
 		}
 	}
