@@ -78,7 +78,7 @@ type ServerGroup struct {
 	SlowStart    Duration    `json:"slowStart"` // 0 (the default; older state files lack it) is off
 	// UCHConfig is set for the uch scheduler only.
 	UCHConfig *UCHConfig `json:"uchConfig,omitempty"`
-	Servers      []Server    `json:"servers"`
+	Servers   []Server   `json:"servers"`
 }
 
 // HealthCheck holds a server group's active health-check settings.

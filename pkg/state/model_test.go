@@ -139,7 +139,7 @@ func TestValidationRules(t *testing.T) {
 		{"group turned HTTP under its HTTPS/2 listener is fine, turned to bad scheduler is not", func(s *State) error {
 			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.Scheduler = "random"; return nil })
 			return err
-		}, "scheduler", "must be wrr, wlc or sch"},
+		}, "scheduler", "must be wrr, wlc, sch or uch"},
 		{"slow start 29s", func(s *State) error {
 			_, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.SlowStart = Duration(29 * time.Second); return nil })
 			return err
@@ -154,7 +154,7 @@ func TestValidationRules(t *testing.T) {
 				return nil
 			})
 			return err
-		}, "slowStart", "needs the wrr or wlc scheduler: sch keeps each client on the server its IP hashes to"},
+		}, "slowStart", "needs the wrr or wlc scheduler: sch keeps each client on the server its key hashes to"},
 		{"new sch group with slow start", func(s *State) error {
 			sg := NewServerGroup("hashed", ProtocolGRPC)
 			sg.Scheduler, sg.SlowStart = SchedulerSCH, Duration(30*time.Second)
