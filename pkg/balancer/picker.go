@@ -18,6 +18,9 @@ const (
 	SchedulerWLC = "wlc"
 	// SchedulerSCH is a consistent hash of the client's source IP.
 	SchedulerSCH = "sch"
+	// SchedulerUCH is a consistent hash of a value of the request (a
+	// header or query parameter) that the caller passes as the source.
+	SchedulerUCH = "uch"
 )
 
 // ErrNoBackend is returned by Pick when no backend may take a call: the
@@ -39,8 +42,8 @@ type Result struct {
 // Picker chooses a backend for one call. Implementations are safe for
 // concurrent use and do not allocate.
 type Picker interface {
-	// Pick chooses a backend for a call from source (the client's IP, used
-	// by "sch"), never choosing exclude (may be nil), which lets a caller
+	// Pick chooses a backend for a call from source (the key "sch" and
+	// "uch" hash: the client's IP, or the request's value), never choosing exclude (may be nil), which lets a caller
 	// retry a failed call elsewhere.
 	Pick(source string, exclude *Backend) (Result, error)
 	// Backends returns the backends the picker was built from, in order.
@@ -79,10 +82,10 @@ func New(scheduler string, backends []*Backend, opts ...Option) (Picker, error) 
 		return &wrrPicker{members: members, current: make([]int64, len(members)), slowStart: slowStart}, nil
 	case SchedulerWLC:
 		return &wlcPicker{members: members, slowStart: slowStart}, nil
-	case SchedulerSCH:
+	case SchedulerSCH, SchedulerUCH:
 		return newSCH(members), nil
 	}
-	return nil, fmt.Errorf("unknown scheduler %q: must be wrr, wlc or sch", scheduler)
+	return nil, fmt.Errorf("unknown scheduler %q: must be wrr, wlc, sch or uch", scheduler)
 }
 
 type member struct {

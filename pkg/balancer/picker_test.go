@@ -120,7 +120,7 @@ func TestNoBackend(t *testing.T) {
 			t.Fatalf("%s with the only backend excluded: err = %v", sched, err)
 		}
 	}
-	if _, err := New("uch", nil); err == nil {
+	if _, err := New("lc", nil); err == nil {
 		t.Fatal("unknown scheduler accepted")
 	}
 }

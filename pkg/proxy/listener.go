@@ -75,12 +75,12 @@ func (l *listener) Addr() string { return l.ln.Addr().String() }
 // route returns where the listener's calls go now.
 func (l *listener) route() *route.Route { return l.state.Load().route }
 
-func (l *listener) update(lc ListenerConfig, certs *certSet, g *group) {
+func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*route.Rule) {
 	idle := lc.IdleTimeout
 	if idle <= 0 {
 		idle = 15 * time.Second
 	}
-	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
+	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, Rules: rules, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
 	if _, port, err := net.SplitHostPort(l.Addr()); err == nil {
 		rt.ForwardedPort = []string{port}
 	}

@@ -59,7 +59,39 @@ type ListenerConfig struct {
 	// only the client's own deadline applies, so long streams live on.
 	// 0 means no limit.
 	RequestTimeout time.Duration
+	// Rules are tried in order; a call no rule matches goes to GroupID.
+	Rules []RuleConfig
 }
+
+// RuleConfig is a forwarding rule: calls that meet every condition are
+// forwarded to Forward's groups by weight, or answered with Fixed.
+type RuleConfig struct {
+	ID string
+	// Label names the rule in the access log and metrics.
+	Label      string
+	Conditions []Condition
+	Forward    []WeightedGroup
+	Fixed      *FixedResponse
+	Insert     []Field
+	Remove     []string
+	// QPS, if above 0, limits the calls the rule admits per second, and
+	// PerIPQPS, if above 0, those of each client address.
+	QPS, PerIPQPS int
+}
+
+// WeightedGroup is a rule's server group and its weight.
+type WeightedGroup struct {
+	GroupID string
+	Weight  int
+}
+
+// Parts of a rule, as route defines them.
+type (
+	Condition     = route.Condition
+	FixedResponse = route.Fixed
+	Field         = route.Field
+	HashKey       = route.HashKey
+)
 
 // GroupConfig is a server group.
 type GroupConfig struct {
@@ -67,8 +99,10 @@ type GroupConfig struct {
 	// Protocol is how the servers are spoken to: GroupGRPC (the default,
 	// "") over h2c, GroupHTTP or GroupHTTPS in HTTP/1.1.
 	Protocol string
-	// Scheduler is "wrr" (default), "wlc" or "sch".
+	// Scheduler is "wrr" (default), "wlc", "sch" or "uch".
 	Scheduler string
+	// HashKey is the value a "uch" group hashes.
+	HashKey *HashKey
 	Servers   []ServerConfig
 	// DrainTimeout is how long a removed server may keep its calls in
 	// flight before its connections are closed. 0 means until those calls
@@ -130,6 +164,9 @@ type Proxy struct {
 	listeners map[string]*listener
 	groups    map[string]*group
 	closed    bool
+	// limiters are the rules' traffic limiters by rule ID, kept across
+	// Apply while a rule's limits stay the same.
+	limiters map[string]*route.Limiter
 
 	// draining holds removed servers until their connections close.
 	draining map[*route.Upstream]struct{}
@@ -166,6 +203,7 @@ func New(opts Options) *Proxy {
 		web:       web.Options{Recorder: rec, HandshakeTimeout: opts.HandshakeTimeout, MaxConcurrentStreams: opts.MaxConcurrentStreams},
 		listeners: make(map[string]*listener),
 		groups:    make(map[string]*group),
+		limiters:  make(map[string]*route.Limiter),
 		draining:  make(map[*route.Upstream]struct{}),
 		stop:      make(chan struct{}),
 	}
@@ -185,6 +223,16 @@ func (p *Proxy) Apply(cfg Config) error {
 	}
 	if err := validate(cfg); err != nil {
 		return err
+	}
+	matchers := map[string]*route.Matcher{}
+	for _, lc := range cfg.Listeners {
+		for _, rc := range lc.Rules {
+			m, err := route.Compile(rc.Conditions)
+			if err != nil {
+				return fmt.Errorf("listener %s: rule %s: %w", lc.ID, rc.Label, err)
+			}
+			matchers[rc.ID] = m
+		}
 	}
 	certs := make(map[string]*certSet, len(cfg.Listeners))
 	for _, lc := range cfg.Listeners {
@@ -224,7 +272,8 @@ func (p *Proxy) Apply(cfg Config) error {
 			g.scheduler = balancer.SchedulerWRR
 		}
 		// Only once no new call can pick them do removed servers start draining.
-		for _, u := range g.Update(p.env, gc.protocol(), gc.Scheduler, gc.SlowStart, gc.Servers) {
+		set := route.Settings{Protocol: gc.protocol(), Scheduler: g.scheduler, SlowStart: gc.SlowStart, HashKey: gc.HashKey}
+		for _, u := range g.Update(p.env, set, gc.Servers) {
 			p.drain(u, g.drainTimeout)
 		}
 	}
@@ -237,6 +286,15 @@ func (p *Proxy) Apply(cfg Config) error {
 		}
 	}
 
+	limiters := map[string]*route.Limiter{}
+	rules := map[string][]*route.Rule{}
+	for _, lc := range cfg.Listeners {
+		for _, rc := range lc.Rules {
+			rules[lc.ID] = append(rules[lc.ID], p.rule(rc, matchers[rc.ID], limiters))
+		}
+	}
+	p.limiters = limiters
+
 	// Listeners: new state for all, close the ones that went away.
 	keep := map[string]bool{}
 	for _, lc := range cfg.Listeners {
@@ -247,7 +305,7 @@ func (p *Proxy) Apply(cfg Config) error {
 		} else if old := p.listeners[lc.ID]; old != nil {
 			old.close()
 		}
-		l.update(lc, certs[lc.ID], p.groups[lc.GroupID])
+		l.update(lc, certs[lc.ID], p.groups[lc.GroupID], rules[lc.ID])
 		if opened[lc.ID] != nil {
 			p.listeners[lc.ID] = l
 			l.start()
@@ -260,6 +318,26 @@ func (p *Proxy) Apply(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// rule builds a rule's data-plane form; a limiter whose limits stay keeps
+// its buckets.
+func (p *Proxy) rule(rc RuleConfig, m *route.Matcher, limiters map[string]*route.Limiter) *route.Rule {
+	var targets []route.Target
+	for _, wg := range rc.Forward {
+		targets = append(targets, route.Target{Group: p.groups[wg.GroupID].Group, Weight: wg.Weight})
+	}
+	r := route.NewRule(rc.Label, m, targets, rc.Fixed)
+	r.Insert, r.Remove = rc.Insert, rc.Remove
+	if rc.QPS > 0 {
+		lim := p.limiters[rc.ID]
+		if lim == nil || lim.QPS != rc.QPS || lim.PerIP != rc.PerIPQPS {
+			lim = route.NewLimiter(rc.QPS, rc.PerIPQPS)
+		}
+		limiters[rc.ID] = lim
+		r.Limit = lim
+	}
+	return r
 }
 
 func validate(cfg Config) error {
@@ -282,6 +360,9 @@ func validate(cfg Config) error {
 		case len(lc.Certificates) == 0 && lc.HTTP2:
 			return fmt.Errorf("listener %s: HTTP/2 needs TLS (a certificate)", lc.ID)
 		}
+		if err := validateRules(cfg, lc, gc.protocol() == GroupGRPC); err != nil {
+			return fmt.Errorf("listener %s: %w", lc.ID, err)
+		}
 		seen[lc.ID] = true
 	}
 	for id, gc := range cfg.Groups {
@@ -303,6 +384,39 @@ func validate(cfg Config) error {
 				return fmt.Errorf("server group %s: server %s: negative weight %d", id, s.Addr, s.Weight)
 			}
 			addrs[s.Addr] = true
+		}
+	}
+	return nil
+}
+
+func validateRules(cfg Config, lc ListenerConfig, grpc bool) error {
+	ids := map[string]bool{}
+	for _, rc := range lc.Rules {
+		if rc.ID == "" || ids[rc.ID] {
+			return fmt.Errorf("rule %q: a rule needs an ID of its own", rc.ID)
+		}
+		ids[rc.ID] = true
+		if (len(rc.Forward) == 0) == (rc.Fixed == nil) {
+			return fmt.Errorf("rule %s: give either server groups or a fixed response", rc.Label)
+		}
+		total := 0
+		for _, wg := range rc.Forward {
+			gc, ok := cfg.Groups[wg.GroupID]
+			switch {
+			case !ok:
+				return fmt.Errorf("rule %s: unknown server group %q", rc.Label, wg.GroupID)
+			case (gc.protocol() == GroupGRPC) != grpc:
+				return fmt.Errorf("rule %s: server group %s is %s, which this listener cannot forward to", rc.Label, wg.GroupID, gc.protocol())
+			case wg.Weight < 0:
+				return fmt.Errorf("rule %s: negative weight %d", rc.Label, wg.Weight)
+			}
+			total += wg.Weight
+		}
+		if len(rc.Forward) > 0 && total == 0 {
+			return fmt.Errorf("rule %s: the weights add up to 0", rc.Label)
+		}
+		if rc.QPS < 0 || rc.PerIPQPS < 0 || rc.PerIPQPS > 0 && rc.QPS == 0 {
+			return fmt.Errorf("rule %s: limits %d, %d per address: a per-address limit needs a total one", rc.Label, rc.QPS, rc.PerIPQPS)
 		}
 	}
 	return nil

@@ -173,7 +173,7 @@ func TestWebPlainHTTPWithBodyAccessLogAndMetrics(t *testing.T) {
 
 	var m strings.Builder
 	p.WriteMetrics(&m)
-	want := `albctl_proxy_http_requests_total{listener="lsn-test",method="POST",server="` + hostPort(b) + `",code="200"} 1`
+	want := `albctl_proxy_http_requests_total{listener="lsn-test",method="POST",server="` + hostPort(b) + `",rule="-",code="200"} 1`
 	if !strings.Contains(m.String(), want) {
 		t.Fatalf("metrics lack %s:\n%s", want, m.String())
 	}

@@ -242,7 +242,7 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 		if err != nil {
 			return cfg, err
 		}
-		cfg.Listeners = append(cfg.Listeners, proxy.ListenerConfig{
+		lc := proxy.ListenerConfig{
 			ID:             l.ID,
 			Addr:           net.JoinHostPort(lb.Address, strconv.Itoa(l.Port)),
 			Certificates:   pairs,
@@ -250,14 +250,61 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 			GroupID:        sg.ID,
 			IdleTimeout:    l.IdleTimeout.D(),
 			RequestTimeout: l.RequestTimeout.D(),
-		})
+		}
 		cfg.Groups[sg.ID] = groupConfig(sg)
+		for _, r := range s.ListenerRules(l.ID) {
+			rc := RuleConfig(r)
+			for _, wg := range rc.Forward {
+				target, err := s.ServerGroup(wg.GroupID)
+				if err != nil {
+					return cfg, err
+				}
+				cfg.Groups[target.ID] = groupConfig(target)
+			}
+			lc.Rules = append(lc.Rules, rc)
+		}
+		cfg.Listeners = append(cfg.Listeners, lc)
 	}
 	return cfg, nil
 }
 
+// RuleConfig is a rule as the proxy runs it.
+func RuleConfig(r state.Rule) proxy.RuleConfig {
+	rc := proxy.RuleConfig{ID: r.ID, Label: r.Label(), Remove: r.RemoveHeaders}
+	for _, c := range r.Conditions {
+		cond := proxy.Condition{Type: c.Type, Key: c.Key, Values: c.Values}
+		if c.Type == state.CondSourceIP {
+			for _, v := range c.Values {
+				if p, err := state.ParseSourcePrefix(v); err == nil { // validated with the state
+					cond.Sources = append(cond.Sources, p)
+				}
+			}
+		}
+		rc.Conditions = append(rc.Conditions, cond)
+	}
+	for _, t := range r.Forward {
+		rc.Forward = append(rc.Forward, proxy.WeightedGroup{GroupID: t.ServerGroupID, Weight: t.Weight})
+	}
+	if f := r.FixedResponse; f != nil {
+		rc.Fixed = &proxy.FixedResponse{Message: f.Message, HTTPCode: f.HTTPCode, ContentType: f.ContentType, Body: f.Body}
+		if f.GRPCStatus != nil {
+			rc.Fixed.GRPCStatus = *f.GRPCStatus
+		}
+	}
+	for _, h := range r.InsertHeaders {
+		rc.Insert = append(rc.Insert, proxy.Field{Name: h.Key, Value: h.Value})
+	}
+	if tl := r.TrafficLimit; tl != nil {
+		rc.QPS, rc.PerIPQPS = tl.QPS, tl.PerIPQPS
+	}
+	return rc
+}
+
 func groupConfig(sg *state.ServerGroup) proxy.GroupConfig {
 	g := proxy.GroupConfig{ID: sg.ID, Protocol: sg.Protocol, Scheduler: sg.Scheduler, DrainTimeout: sg.DrainTimeout.D(), SlowStart: sg.SlowStart.D()}
+	if uch := sg.UCHConfig; uch != nil {
+		g.HashKey = &proxy.HashKey{Header: uch.Type == state.UCHHeader, Name: uch.Key}
+	}
 	for _, srv := range sg.Servers {
 		g.Servers = append(g.Servers, proxy.ServerConfig{Addr: srv.HostPort(), Weight: srv.Weight})
 	}

@@ -491,7 +491,7 @@ func ParseSourcePrefix(v string) (netip.Prefix, error) {
 	if err != nil {
 		return p, err
 	}
-	if p.Addr().Is4In6() {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil

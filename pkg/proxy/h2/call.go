@@ -26,7 +26,11 @@ type fcall struct {
 	rt     *route.Route
 	start  time.Time
 	method string
-	source string
+	// rule is the rule the call met, or nil; group is where it goes, and
+	// pickKey what the group's picker hashes.
+	rule    *route.Rule
+	group   *route.Group
+	pickKey string
 
 	reqHeaders []hpack.HeaderField
 	timeout    int // index of grpc-timeout in reqHeaders, or -1
@@ -100,13 +104,21 @@ func (s *fcall) unlock() {
 // begin picks a backend and opens the call's stream, on a connection at
 // hand or, if one has to be dialed, from a connect goroutine.
 func (s *fcall) begin(fl *flushList) {
-	g := s.rt.Group
-	s.gs = g.State()
-	pick, err := s.gs.Picker.Pick(s.source, nil)
 	s.lock(fl)
 	defer s.unlock()
+	if r := s.rule; r != nil {
+		if r.Limit != nil && !r.Limit.Allow(s.fc.sourceIP) {
+			s.failLocked(codeResourceExhausted, fmt.Sprintf("rule %s: over its traffic limit of %d calls per second", r.Label, r.Limit.QPS))
+			return
+		}
+		if r.Fixed != nil {
+			s.failLocked(r.Fixed.GRPCStatus, r.Fixed.Message)
+			return
+		}
+	}
+	pick, err := s.gs.Picker.Pick(s.pickKey, nil)
 	if err != nil {
-		s.failLocked(codeUnavailable, "no healthy servers in group "+g.ID)
+		s.failLocked(codeUnavailable, "no healthy servers in group "+s.group.ID)
 		return
 	}
 	s.usePickLocked(pick)
@@ -166,7 +178,7 @@ func (s *fcall) connect() {
 		var next balancer.Result
 		var perr error
 		if s.connFails == 1 {
-			next, perr = s.gs.Picker.Pick(s.source, u.Backend)
+			next, perr = s.gs.Picker.Pick(s.pickKey, u.Backend)
 		}
 		if s.connFails > 1 || perr != nil {
 			s.failLocked(codeUnavailable, ce.Error())
@@ -708,12 +720,15 @@ func (s *fcall) abortLocked() {
 		s.u.Backend.End()
 		s.begun = false
 	}
-	server := ""
+	server, rule := "", ""
 	if s.u != nil {
 		server = s.u.Addr
 	}
+	if s.rule != nil {
+		rule = s.rule.Label
+	}
 	s.e.rec.Finished(&obs.Call{
-		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server,
+		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server, Rule: rule,
 		Code: s.code, Start: s.start, BytesIn: s.bytesIn, BytesOut: s.bytesOut,
 	})
 	putBuf(s.reqBox, s.reqBuf)

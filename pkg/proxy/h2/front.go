@@ -1,6 +1,8 @@
 package h2
 
 import (
+	"net/netip"
+	"slices"
 	"bufio"
 	"errors"
 	"io"
@@ -23,6 +25,8 @@ type frontConn struct {
 	h2conn
 	srv        *Server
 	remote     string
+	source     string     // the client's IP, as pickers hash it
+	sourceIP   netip.Addr // the same, for rules
 	maxStreams uint32
 	idle       time.Duration
 	resets     resetLimiter // reader goroutine only
@@ -65,6 +69,8 @@ func (srv *Server) ServeConn(tc net.Conn, sc *sock.Spill) {
 		calls:      map[uint32]*fcall{},
 		idleSince:  time.Now(),
 	}
+	fc.source = route.HostOf(fc.remote)
+	fc.sourceIP, _ = netip.ParseAddr(fc.source)
 	fc.init(tc, sc, br, newHeaderReader(route.MaxHeaderBytes, requestPseudo), (*fcall).resumeResponse)
 	fc.startKeepalive(clientReadIdle, clientPingTimeout, nil)
 	defer fc.close()
@@ -379,7 +385,6 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 		rt:          fc.srv.route(),
 		start:       time.Now(),
 		code:        codeOK,
-		source:      route.HostOf(fc.remote),
 		reqEnd:      hb.endStream,
 		clientEnded: hb.endStream,
 		reqLength:   req.contentLength,
@@ -390,6 +395,7 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 	if i := strings.IndexByte(req.path, '?'); i >= 0 {
 		s.method = req.path[:i]
 	}
+	s.choose(hb, req.method, req.path)
 	s.buildRequestHeaders(hb, req.method, req.path)
 	fc.wmu.Lock()
 	s.respWindow = fc.peerInitialWindow
@@ -430,16 +436,54 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		}
 		out = append(out, hf)
 	}
+	if s.rule != nil {
+		out = changeFields(out, s.rule.Insert, s.rule.Remove)
+	}
+	source := s.fc.source
 	if len(xff) > 0 {
-		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: strings.Join(xff, ", ") + ", " + s.source})
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: strings.Join(xff, ", ") + ", " + source})
 	} else {
-		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: s.source})
+		out = append(out, hpack.HeaderField{Name: "x-forwarded-for", Value: source})
 	}
 	out = append(out, hpack.HeaderField{Name: "x-forwarded-proto", Value: "https"})
 	if s.rt.ForwardedPort != nil {
 		out = append(out, hpack.HeaderField{Name: "x-forwarded-port", Value: s.rt.ForwardedPort[0]})
 	}
 	s.reqHeaders = out
+}
+
+// choose finds the rule the call meets, if any, and the server group it
+// goes to, and what that group's picker hashes.
+func (s *fcall) choose(hb *headerBlock, method, path string) {
+	g := s.rt.Group
+	req := route.Request{Path: path, Host: hb.pseudo(":authority"), Method: method, Source: s.fc.sourceIP, Header: hb}
+	if len(s.rt.Rules) > 0 {
+		if s.rule = route.Match(s.rt.Rules, &req); s.rule != nil && s.rule.Fixed == nil {
+			g = s.rule.Group()
+		}
+	}
+	s.group = g
+	s.gs = g.State()
+	s.pickKey = s.gs.PickKey(&req, s.fc.source)
+}
+
+// changeFields removes the fields named in remove and those insert sets,
+// then appends insert's: a rule's header changes.
+func changeFields(fields []hpack.HeaderField, insert []route.Field, remove []string) []hpack.HeaderField {
+	out := fields[:0]
+	for _, f := range fields {
+		drop := slices.Contains(remove, f.Name)
+		for _, in := range insert {
+			drop = drop || in.Name == f.Name
+		}
+		if !drop {
+			out = append(out, f)
+		}
+	}
+	for _, in := range insert {
+		out = append(out, hpack.HeaderField{Name: in.Name, Value: in.Value})
+	}
+	return out
 }
 
 // removeCall forgets a finished call; a connection that is going away

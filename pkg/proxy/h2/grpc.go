@@ -8,12 +8,13 @@ import (
 
 // gRPC status codes the proxy produces or recognises.
 const (
-	codeOK               = 0
-	codeCanceled         = 1
-	codeUnknown          = 2
-	codeDeadlineExceeded = 4
-	codeInternal         = 13
-	codeUnavailable      = 14
+	codeOK                = 0
+	codeCanceled          = 1
+	codeUnknown           = 2
+	codeDeadlineExceeded  = 4
+	codeResourceExhausted = 8
+	codeInternal          = 13
+	codeUnavailable       = 14
 )
 
 // statusStrings are the grpc-status values the proxy sends, by code.

@@ -38,6 +38,20 @@ func (hb *headerBlock) pseudo(name string) string {
 	return ""
 }
 
+// Value returns the i-th value of the regular field name (lowercase, as
+// HTTP/2 requires), for route's matching.
+func (hb *headerBlock) Value(name string, i int) (string, bool) {
+	for _, f := range hb.regular() {
+		if f.Name == name {
+			if i == 0 {
+				return f.Value, true
+			}
+			i--
+		}
+	}
+	return "", false
+}
+
 // regular returns the fields after the pseudo-header fields.
 func (hb *headerBlock) regular() []hpack.HeaderField {
 	for i, f := range hb.fields {

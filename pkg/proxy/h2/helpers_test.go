@@ -46,7 +46,7 @@ func testGroup(id string, rec *obs.Recorder, addrs ...string) *route.Group {
 	for i, a := range addrs {
 		servers[i] = route.Server{Addr: a, Weight: 100}
 	}
-	g.Update(&route.Env{Recorder: rec, DialTimeout: 5 * time.Second}, route.ProtocolGRPC, balancer.SchedulerWRR, 0, servers)
+	g.Update(&route.Env{Recorder: rec, DialTimeout: 5 * time.Second}, route.Settings{Protocol: route.ProtocolGRPC, Scheduler: balancer.SchedulerWRR}, servers)
 	return g
 }
 

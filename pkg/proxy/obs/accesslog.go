@@ -44,6 +44,7 @@ type Record struct {
 	Listener string
 	Method   string
 	Server   string // "-" in the line when empty
+	Rule     string // the rule the call met; "-" in the line when empty
 	// Web marks an HTTP request: Code is then its HTTP status. Otherwise
 	// Code is the call's grpc-status.
 	Web      bool
@@ -335,7 +336,7 @@ func (a *AccessLog) stop() {
 
 // appendText appends r's text line:
 //
-//	2006-01-02T15:04:05.000Z client=… listener=… method=… server=… grpc_status=N duration_ms=1.234 bytes_in=N bytes_out=N
+//	2006-01-02T15:04:05.000Z client=… listener=… method=… server=… rule=… grpc_status=N duration_ms=1.234 bytes_in=N bytes_out=N
 //
 // with http_status=N in place of grpc_status for HTTP requests.
 func appendText(b []byte, r *Record) []byte {
@@ -343,7 +344,8 @@ func appendText(b []byte, r *Record) []byte {
 	b = appendField(b, " client=", r.Client)
 	b = appendField(b, " listener=", r.Listener)
 	b = appendField(b, " method=", r.Method)
-	b = appendField(b, " server=", server(r.Server))
+	b = appendField(b, " server=", orDash(r.Server))
+	b = appendField(b, " rule=", orDash(r.Rule))
 	if r.Web {
 		b = append(b, " http_status="...)
 	} else {
@@ -410,6 +412,7 @@ func appendField(b []byte, key, value string) []byte {
 //		Listener   string    `json:"listener"`
 //		Method     string    `json:"method"`
 //		Server     string    `json:"server"`
+//		Rule       string    `json:"rule"`
 //		GRPCStatus *int      `json:"grpc_status,omitempty"`
 //		HTTPStatus int       `json:"http_status,omitempty"`
 //		DurationMs float64   `json:"duration_ms"`
@@ -433,7 +436,9 @@ func appendJSON(b []byte, r *Record) ([]byte, bool) {
 	b = append(b, `,"method":`...)
 	b = appendJSONString(b, r.Method)
 	b = append(b, `,"server":`...)
-	b = appendJSONString(b, server(r.Server))
+	b = appendJSONString(b, orDash(r.Server))
+	b = append(b, `,"rule":`...)
+	b = appendJSONString(b, orDash(r.Rule))
 	if !r.Web {
 		b = append(b, `,"grpc_status":`...)
 		b = strconv.AppendInt(b, int64(r.Code), 10)
@@ -564,7 +569,8 @@ func appendJSONFloat(b []byte, f float64) []byte {
 	return b
 }
 
-func server(s string) string {
+// orDash writes an empty value as "-".
+func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}

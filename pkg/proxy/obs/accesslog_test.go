@@ -65,7 +65,7 @@ func output(t *testing.T, format obs.Format, recs []obs.Record) string {
 var formatRecords = []obs.Record{
 	{
 		Time: time.Date(2024, 3, 5, 6, 7, 8, 123456789, time.UTC), Client: "10.0.0.1:5555", Listener: "lsn-a",
-		Method: "/pkg.Svc/Do", Server: "10.0.0.2:50051", Code: 0, Duration: 1234567, BytesIn: 10, BytesOut: 20,
+		Method: "/pkg.Svc/Do", Server: "10.0.0.2:50051", Rule: "canary", Code: 0, Duration: 1234567, BytesIn: 10, BytesOut: 20,
 	},
 	{
 		Time: time.Date(2024, 3, 5, 8, 7, 8, 500000000, time.FixedZone("", 2*3600)), Client: "", Listener: "web",
@@ -83,10 +83,10 @@ var formatRecords = []obs.Record{
 }
 
 func TestTextLines(t *testing.T) {
-	want := `2024-03-05T06:07:08.123Z client=10.0.0.1:5555 listener=lsn-a method=/pkg.Svc/Do server=10.0.0.2:50051 grpc_status=0 duration_ms=1.234 bytes_in=10 bytes_out=20
-2024-03-05T06:07:08.500Z client="" listener=web method="GET /a b?x=1&y=<2>" server=- http_status=404 duration_ms=0.000 bytes_in=0 bytes_out=0
-2024-12-31T23:59:59.999Z client="\x01\xff" listener="lsn\"x" method="a=b\t\n" server=back\slash http_status=0 duration_ms=2500.000 bytes_in=1099511627776 bytes_out=7
-2025-01-02T03:04:05.000Z client="é" listener=l method="/p\u2028q" server=s grpc_status=14 duration_ms=5400000.000 bytes_in=1 bytes_out=2
+	want := `2024-03-05T06:07:08.123Z client=10.0.0.1:5555 listener=lsn-a method=/pkg.Svc/Do server=10.0.0.2:50051 rule=canary grpc_status=0 duration_ms=1.234 bytes_in=10 bytes_out=20
+2024-03-05T06:07:08.500Z client="" listener=web method="GET /a b?x=1&y=<2>" server=- rule=- http_status=404 duration_ms=0.000 bytes_in=0 bytes_out=0
+2024-12-31T23:59:59.999Z client="\x01\xff" listener="lsn\"x" method="a=b\t\n" server=back\slash rule=- http_status=0 duration_ms=2500.000 bytes_in=1099511627776 bytes_out=7
+2025-01-02T03:04:05.000Z client="é" listener=l method="/p\u2028q" server=s rule=- grpc_status=14 duration_ms=5400000.000 bytes_in=1 bytes_out=2
 `
 	if got := output(t, obs.FormatText, formatRecords); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -94,10 +94,10 @@ func TestTextLines(t *testing.T) {
 }
 
 func TestJSONLines(t *testing.T) {
-	want := `{"time":"2024-03-05T06:07:08.123456789Z","client":"10.0.0.1:5555","listener":"lsn-a","method":"/pkg.Svc/Do","server":"10.0.0.2:50051","grpc_status":0,"duration_ms":1.234,"bytes_in":10,"bytes_out":20}
-{"time":"2024-03-05T08:07:08.5+02:00","client":"","listener":"web","method":"GET /a b?x=1\u0026y=\u003c2\u003e","server":"-","http_status":404,"duration_ms":0,"bytes_in":0,"bytes_out":0}
-{"time":"2024-12-31T23:59:59.999999999Z","client":"\u0001\ufffd","listener":"lsn\"x","method":"a=b\t\n","server":"back\\slash","duration_ms":2500,"bytes_in":1099511627776,"bytes_out":7}
-{"time":"2025-01-02T03:04:05Z","client":"é","listener":"l","method":"/p\u2028q","server":"s","grpc_status":14,"duration_ms":5400000,"bytes_in":1,"bytes_out":2}
+	want := `{"time":"2024-03-05T06:07:08.123456789Z","client":"10.0.0.1:5555","listener":"lsn-a","method":"/pkg.Svc/Do","server":"10.0.0.2:50051","rule":"canary","grpc_status":0,"duration_ms":1.234,"bytes_in":10,"bytes_out":20}
+{"time":"2024-03-05T08:07:08.5+02:00","client":"","listener":"web","method":"GET /a b?x=1\u0026y=\u003c2\u003e","server":"-","rule":"-","http_status":404,"duration_ms":0,"bytes_in":0,"bytes_out":0}
+{"time":"2024-12-31T23:59:59.999999999Z","client":"\u0001\ufffd","listener":"lsn\"x","method":"a=b\t\n","server":"back\\slash","rule":"-","duration_ms":2500,"bytes_in":1099511627776,"bytes_out":7}
+{"time":"2025-01-02T03:04:05Z","client":"é","listener":"l","method":"/p\u2028q","server":"s","rule":"-","grpc_status":14,"duration_ms":5400000,"bytes_in":1,"bytes_out":2}
 `
 	if got := output(t, obs.FormatJSON, formatRecords); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -113,6 +113,7 @@ type previousRecord struct {
 	Listener   string        `json:"listener"`
 	Method     string        `json:"method"`
 	Server     string        `json:"server"`
+	Rule       string        `json:"rule"`
 	GRPCStatus *int          `json:"grpc_status,omitempty"`
 	HTTPStatus int           `json:"http_status,omitempty"`
 	Duration   time.Duration `json:"-"`
@@ -124,7 +125,7 @@ type previousRecord struct {
 func previousLine(rec obs.Record, jsonFormat bool) (string, bool) {
 	r := previousRecord{
 		Time: rec.Time, Client: rec.Client, Listener: rec.Listener, Method: rec.Method,
-		Server: rec.Server, Duration: rec.Duration, BytesIn: rec.BytesIn, BytesOut: rec.BytesOut,
+		Server: rec.Server, Rule: rec.Rule, Duration: rec.Duration, BytesIn: rec.BytesIn, BytesOut: rec.BytesOut,
 	}
 	if rec.Web {
 		r.HTTPStatus = rec.Code
@@ -136,6 +137,9 @@ func previousLine(rec obs.Record, jsonFormat bool) (string, bool) {
 	if r.Server == "" {
 		r.Server = "-"
 	}
+	if r.Rule == "" {
+		r.Rule = "-"
+	}
 	if jsonFormat {
 		js, err := json.Marshal(r)
 		return string(js), err == nil
@@ -145,6 +149,7 @@ func previousLine(rec obs.Record, jsonFormat bool) (string, bool) {
 	b = previousField(b, "listener", r.Listener)
 	b = previousField(b, "method", r.Method)
 	b = previousField(b, "server", r.Server)
+	b = previousField(b, "rule", r.Rule)
 	if r.GRPCStatus != nil {
 		b = append(b, " grpc_status="...)
 		b = strconv.AppendInt(b, int64(*r.GRPCStatus), 10)
@@ -241,7 +246,7 @@ func record(method string) *obs.Record {
 
 func textLine(method string) string {
 	return "2025-06-01T12:00:00.000Z client=10.1.2.3:54321 listener=lsn-1 method=" + method +
-		" server=10.9.8.7:50051 grpc_status=0 duration_ms=1.500 bytes_in=120 bytes_out=4096"
+		" server=10.9.8.7:50051 rule=- grpc_status=0 duration_ms=1.500 bytes_in=120 bytes_out=4096"
 }
 
 func TestFlushesWithoutClose(t *testing.T) {

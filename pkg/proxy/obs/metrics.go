@@ -21,9 +21,9 @@ const maxMethods = 200
 var latencyBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
 
 type callKey struct {
-	web                      bool // an HTTP request; code is its HTTP status
-	listener, method, server string
-	code                     int
+	web                            bool // an HTTP request; code is its HTTP status
+	listener, method, server, rule string
+	code                           int
 }
 
 // Recorder takes what the engines report: calls as they start and end,
@@ -129,14 +129,17 @@ func (m *Recorder) WriteMetrics(w io.Writer) error {
 		if a.server != b.server {
 			return a.server < b.server
 		}
+		if a.rule != b.rule {
+			return a.rule < b.rule
+		}
 		return a.code < b.code
 	})
 	sort.Strings(listeners)
 
-	fmt.Fprintln(bw, "# HELP albctl_proxy_calls_total gRPC calls handled, by listener, method, backend server and grpc-status.")
+	fmt.Fprintln(bw, "# HELP albctl_proxy_calls_total gRPC calls handled, by listener, method, backend server, rule (\"-\" for the listener's default) and grpc-status.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_calls_total counter")
 	writeCalls(bw, m, keys, false, "albctl_proxy_calls_total", "grpc_status")
-	fmt.Fprintln(bw, "# HELP albctl_proxy_http_requests_total HTTP requests handled (listeners of HTTP server groups), by listener, HTTP method, backend server and status code.")
+	fmt.Fprintln(bw, "# HELP albctl_proxy_http_requests_total HTTP requests handled (listeners of HTTP server groups), by listener, HTTP method, backend server, rule and status code.")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_http_requests_total counter")
 	writeCalls(bw, m, keys, true, "albctl_proxy_http_requests_total", "code")
 
@@ -187,8 +190,8 @@ func writeCalls(w io.Writer, m *Recorder, keys []callKey, web bool, name, codeLa
 		m.mu.RLock()
 		c := m.calls[k]
 		m.mu.RUnlock()
-		fmt.Fprintf(w, "%s{listener=%s,method=%s,server=%s,%s=\"%d\"} %d\n",
-			name, quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), codeLabel, k.code, c.Load())
+		fmt.Fprintf(w, "%s{listener=%s,method=%s,server=%s,rule=%s,%s=\"%d\"} %d\n",
+			name, quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), quoteLabel(k.rule), codeLabel, k.code, c.Load())
 	}
 }
 
@@ -208,6 +211,7 @@ type Call struct {
 	Client   string // "ip:port"
 	Method   string
 	Server   string // "" if no server was picked
+	Rule     string // the rule the call met; "" for the listener's default
 	Code     int
 	Start    time.Time
 	BytesIn  int64
@@ -232,19 +236,22 @@ func (m *Recorder) ConnectFailed() { m.connFails.Add(1) }
 func (m *Recorder) Finished(c *Call) {
 	m.active.Add(-1)
 	d := time.Since(c.Start)
-	label := c.Server
+	label, rule := c.Server, c.Rule
 	if label == "" {
 		label = "-"
+	}
+	if rule == "" {
+		rule = "-"
 	}
 	metricMethod := c.Method
 	if c.Web {
 		// "GET /path": paths are unbounded, so the metrics keep only the HTTP method.
 		metricMethod, _, _ = strings.Cut(c.Method, " ")
 	}
-	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, code: c.Code}, d, c.BytesIn, c.BytesOut)
+	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, rule: rule, code: c.Code}, d, c.BytesIn, c.BytesOut)
 	if m.accessLog != nil {
 		m.accessLog.Log(&Record{
-			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method, Server: c.Server,
+			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method, Server: c.Server, Rule: c.Rule,
 			Web: c.Web, Code: c.Code, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
 		})
 	}

@@ -36,6 +36,44 @@ type GroupState struct {
 	Picker    balancer.Picker
 	Upstreams []*Upstream
 	Protocol  string // ProtocolGRPC, ProtocolHTTP or ProtocolHTTPS
+	// HashKey is what the uch scheduler hashes; nil for the others.
+	HashKey *HashKey
+}
+
+// Settings are a group's settings other than its servers.
+type Settings struct {
+	Protocol  string
+	Scheduler string // valid for balancer.New
+	SlowStart time.Duration
+	HashKey   *HashKey
+}
+
+// HashKey names the request value a uch group hashes: a header field
+// (lowercase name) or a query parameter.
+type HashKey struct {
+	Header bool
+	Name   string
+}
+
+// PickKey returns what the group's picker hashes for a request from
+// source: the request's value for uch, when the request has it, and the
+// client's address otherwise.
+func (gs *GroupState) PickKey(req *Request, source string) string {
+	hk := gs.HashKey
+	if hk == nil {
+		return source
+	}
+	var v string
+	var ok bool
+	if hk.Header {
+		v, ok = header(req, hk.Name, 0)
+	} else {
+		v, ok = queryValue(req.Path, hk.Name)
+	}
+	if !ok {
+		return source
+	}
+	return v
 }
 
 var emptyPicker, _ = balancer.New(balancer.SchedulerWRR, nil)
@@ -48,11 +86,10 @@ func NewGroup(id string) *Group {
 // State returns the group's current state.
 func (g *Group) State() *GroupState { return g.state.Load() }
 
-// Update makes servers, balanced by scheduler, the group's; servers that
+// Update makes servers, balanced as set says, the group's; servers that
 // stay keep their health and connections. It returns the servers that
-// left: no new call can pick them, and the caller drains them. The
-// scheduler must be valid (balancer.New accepts it).
-func (g *Group) Update(env *Env, protocol, scheduler string, slowStart time.Duration, servers []Server) (removed []*Upstream) {
+// left: no new call can pick them, and the caller drains them.
+func (g *Group) Update(env *Env, set Settings, servers []Server) (removed []*Upstream) {
 	next := make(map[string]*Upstream, len(servers))
 	ups := make([]*Upstream, 0, len(servers))
 	backends := make([]*balancer.Backend, 0, len(servers))
@@ -63,7 +100,7 @@ func (g *Group) Update(env *Env, protocol, scheduler string, slowStart time.Dura
 		u := g.byAddr[s.Addr]
 		if u == nil {
 			u = newUpstream(env, g.ID, s.Addr, s.Weight)
-			if running && slowStart > 0 {
+			if running && set.SlowStart > 0 {
 				u.Backend.StartWarming()
 			}
 		}
@@ -72,11 +109,11 @@ func (g *Group) Update(env *Env, protocol, scheduler string, slowStart time.Dura
 		ups = append(ups, u)
 		backends = append(backends, u.Backend)
 	}
-	picker, err := balancer.New(scheduler, backends, balancer.WithSlowStart(slowStart))
+	picker, err := balancer.New(set.Scheduler, backends, balancer.WithSlowStart(set.SlowStart))
 	if err != nil {
 		panic(err) // the caller checked the scheduler
 	}
-	g.state.Store(&GroupState{Picker: picker, Upstreams: ups, Protocol: protocol})
+	g.state.Store(&GroupState{Picker: picker, Upstreams: ups, Protocol: set.Protocol, HashKey: set.HashKey})
 	for addr, u := range g.byAddr {
 		if next[addr] == nil {
 			removed = append(removed, u)

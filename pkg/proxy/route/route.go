@@ -13,7 +13,11 @@ import (
 // call (or per connection, for the idle timeout) and never change it.
 type Route struct {
 	ListenerID string
-	Group      *Group
+	// Group takes the calls no rule matches.
+	Group *Group
+	// Rules are tried in order; the first a call meets decides where it
+	// goes.
+	Rules []*Rule
 	// RequestTimeout bounds the wait for a server's response headers; 0
 	// means no limit.
 	RequestTimeout time.Duration

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,59 @@ type webCall struct {
 	client string
 	server string
 	status int // set by the proxy when it, not a server, ended the request
+	// rule is the rule the request met, or nil; gs is the state of the
+	// group it goes to, and pickKey what that group's picker hashes.
+	rule    *route.Rule
+	group   *route.Group
+	gs      *route.GroupState
+	pickKey string
+	source  netip.Addr
+}
+
+// httpHeader gives a request's header to route's matching.
+type httpHeader http.Header
+
+func (h httpHeader) Value(name string, i int) (string, bool) {
+	if vs := http.Header(h).Values(name); i < len(vs) {
+		return vs[i], true
+	}
+	return "", false
+}
+
+// choose finds the rule the request meets, if any, and where it goes.
+func (call *webCall) choose(r *http.Request) {
+	source := route.HostOf(call.client)
+	call.source, _ = netip.ParseAddr(source)
+	req := route.Request{Path: r.URL.RequestURI(), Host: r.Host, Method: r.Method, Source: call.source, Header: httpHeader(r.Header)}
+	g := call.rt.Group
+	if call.rule = route.Match(call.rt.Rules, &req); call.rule != nil && call.rule.Fixed == nil {
+		g = call.rule.Group()
+	}
+	call.group, call.gs = g, g.State()
+	call.pickKey = call.gs.PickKey(&req, source)
+}
+
+// answerAtProxy answers a request its rule stops: over the traffic limit,
+// or with a fixed response. It reports whether it did.
+func (call *webCall) answerAtProxy(w http.ResponseWriter) bool {
+	r := call.rule
+	switch {
+	case r == nil:
+		return false
+	case r.Limit != nil && !r.Limit.Allow(call.source):
+		call.status = http.StatusServiceUnavailable
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(call.status)
+		fmt.Fprintf(w, "rule %s: over its traffic limit of %d requests per second\n", r.Label, r.Limit.QPS)
+		return true
+	case r.Fixed != nil:
+		call.status = r.Fixed.HTTPCode
+		w.Header().Set("Content-Type", r.Fixed.ContentType)
+		w.WriteHeader(call.status)
+		_, _ = io.WriteString(w, r.Fixed.Body)
+		return true
+	}
+	return false
 }
 
 type webCallKey struct{}
@@ -147,6 +201,7 @@ func (f *Front) handler(rp http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		call := &webCall{rt: f.route(), client: r.RemoteAddr}
+		call.choose(r)
 		out := &webRecorder{ResponseWriter: w}
 		var in *countingBody
 		if r.Body != nil && r.Body != http.NoBody {
@@ -159,11 +214,18 @@ func (f *Front) handler(rp http.Handler) http.Handler {
 			if call.status != 0 {
 				status = call.status
 			}
+			rule := ""
+			if call.rule != nil {
+				rule = call.rule.Label
+			}
 			rec.Finished(&obs.Call{
 				Web: true, Listener: call.rt.ListenerID, Client: call.client, Method: r.Method + " " + r.URL.Path,
-				Server: call.server, Code: status, Start: start, BytesIn: in.count(), BytesOut: out.bytes,
+				Server: call.server, Rule: rule, Code: status, Start: start, BytesIn: in.count(), BytesOut: out.bytes,
 			})
 		}()
+		if call.answerAtProxy(out) {
+			return
+		}
 		rp.ServeHTTP(out, r.WithContext(context.WithValue(r.Context(), webCallKey{}, call)))
 	})
 }
@@ -175,6 +237,14 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 	if call.rt.ForwardedPort != nil {
 		pr.Out.Header["X-Forwarded-Port"] = call.rt.ForwardedPort
+	}
+	if call.rule != nil {
+		for _, name := range call.rule.Remove {
+			pr.Out.Header.Del(name)
+		}
+		for _, f := range call.rule.Insert {
+			pr.Out.Header.Set(f.Name, f.Value)
+		}
 	}
 	pr.Out.Host = pr.In.Host
 	// The transport picks the server; this only makes the URL absolute.
@@ -192,7 +262,7 @@ func answerError(w http.ResponseWriter, r *http.Request, err error) {
 		call.status = statusClientClosed
 		return
 	case errors.Is(err, errNoServers):
-		status, msg = http.StatusServiceUnavailable, "no healthy servers in group "+call.rt.Group.ID
+		status, msg = http.StatusServiceUnavailable, "no healthy servers in group "+call.group.ID
 	case errors.Is(err, errRequestTimeout):
 		status, msg = http.StatusGatewayTimeout, fmt.Sprintf("request timeout of %v expired waiting for server %s", call.rt.RequestTimeout, call.server)
 	case errors.As(err, &ce):
@@ -213,9 +283,8 @@ type transport struct{ f *Front }
 func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := t.f.opts.Recorder
 	call := req.Context().Value(webCallKey{}).(*webCall)
-	gs := call.rt.Group.State()
-	source := route.HostOf(call.client)
-	pick, err := gs.Picker.Pick(source, nil)
+	gs := call.gs
+	pick, err := gs.Picker.Pick(call.pickKey, nil)
 	if err != nil {
 		return nil, errNoServers
 	}
@@ -285,7 +354,7 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return fail(err)
 		}
 		u.ConnectFailed(err)
-		next, perr := gs.Picker.Pick(source, u.Backend)
+		next, perr := gs.Picker.Pick(call.pickKey, u.Backend)
 		if perr != nil {
 			return fail(err)
 		}
