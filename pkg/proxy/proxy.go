@@ -103,7 +103,7 @@ type GroupConfig struct {
 	Scheduler string
 	// HashKey is the value a "uch" group hashes.
 	HashKey *HashKey
-	Servers   []ServerConfig
+	Servers []ServerConfig
 	// DrainTimeout is how long a removed server may keep its calls in
 	// flight before its connections are closed. 0 means until those calls
 	// end.

@@ -1,12 +1,12 @@
 package h2
 
 import (
-	"net/netip"
-	"slices"
 	"bufio"
 	"errors"
 	"io"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
