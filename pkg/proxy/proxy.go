@@ -588,6 +588,17 @@ func (p *Proxy) Status() Status {
 	return st
 }
 
+func (p *Proxy) sortedListeners() []*listener {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*listener, 0, len(p.listeners))
+	for _, l := range p.listeners {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
 // ListenerAddr returns the bound address of a running listener (useful with
 // port 0), or "" if there is none.
 func (p *Proxy) ListenerAddr(id string) string {
@@ -652,6 +663,15 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	for _, g := range p.Status().Groups {
 		for _, s := range g.Servers {
 			fmt.Fprintf(bw, "albctl_proxy_upstream_connections{group=%s,server=%s} %d\n", strconv.Quote(g.ID), strconv.Quote(s.Addr), s.Connections)
+		}
+	}
+	fmt.Fprintln(bw, "# HELP albctl_proxy_rule_limited_total Calls refused by a rule's traffic limit (RESOURCE_EXHAUSTED, or 503 for HTTP).")
+	fmt.Fprintln(bw, "# TYPE albctl_proxy_rule_limited_total counter")
+	for _, l := range p.sortedListeners() {
+		for _, r := range l.route().Rules {
+			if r.Limit != nil {
+				fmt.Fprintf(bw, "albctl_proxy_rule_limited_total{listener=%s,rule=%s} %d\n", strconv.Quote(l.id), strconv.Quote(r.Label), r.Limit.Denied.Load())
+			}
 		}
 	}
 	return bw.Flush()
