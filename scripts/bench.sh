@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench.sh runs the same gRPC loads against an echo backend directly, through
-# albctl serve, through nginx and through HAProxy, all on 127.0.0.1, with two
-# clients, and prints one table: calls/s, p50, p99, errors and the proxy's
-# CPU microseconds per call, medians of interleaved rounds, with albctl's
-# ratios to the others and whether albctl meets its goal against HAProxy.
+# albctl serve, through albctl serve with 100 forwarding rules, through nginx
+# and through HAProxy, all on 127.0.0.1, with two clients, and prints one
+# table: calls/s, p50, p99, errors and the proxy's CPU microseconds per call,
+# medians of interleaved rounds, with albctl's ratios to the others and
+# whether albctl meets its goals against HAProxy and against itself with rules.
 #
 # Clients:
 #   grpc-go  scripts/bench/grpcload, a load generator on grpc-go (the version
@@ -49,7 +50,10 @@
 # count 100 and a 1000-byte payload gets 100 replies of ~1 KiB.
 #
 # albctl serve runs with its defaults, the text access log on stderr
-# included; its stderr goes to a file in the work directory. nginx and
+# included; its stderr goes to a file in the work directory. The "rules"
+# target is a second listener of the same serve with 100 rules, each a path
+# and a header condition, of which the calls meet only the last: the cost of
+# matching, compared with the listener without rules. nginx and
 # HAProxy run with their access logs off (scripts/bench/).
 #
 # Installs h2load (nghttp2-client), nginx and haproxy from Debian's packages
@@ -59,7 +63,7 @@
 #                    (default 0.5)
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_CLIENTS    clients to run, in order (default "grpc-go h2load")
-#   BENCH_PORT_BASE  first of 6 consecutive ports on 127.0.0.1 (default 19400)
+#   BENCH_PORT_BASE  first of 7 consecutive ports on 127.0.0.1 (default 19400)
 #   BENCH_KEEP=1     keep the work directory (logs, configs, raw results)
 # With the defaults a run takes about five minutes; progress goes to stderr.
 set -euo pipefail
@@ -71,7 +75,7 @@ rounds=${BENCH_ROUNDS:-3}
 read -r -a clients <<<"${BENCH_CLIENTS:-grpc-go h2load}"
 base=${BENCH_PORT_BASE:-19400}
 backend1=$base backend2=$((base + 1)) port_albctl=$((base + 2)) port_nginx=$((base + 3))
-port_haproxy=$((base + 4)) port_admin=$((base + 5))
+port_haproxy=$((base + 4)) port_admin=$((base + 5)) port_rules=$((base + 6))
 # ms SECONDS: whole milliseconds, as both clients take them.
 ms() {
 	awk -v s="$1" 'BEGIN { if (s !~ /^[0-9]*\.?[0-9]+$/) exit 1; printf "%d", s * 1000 }' || {
@@ -161,6 +165,13 @@ pids+=($!)
 "${albctl[@]}" cert create --name bench --domain localhost --domain 127.0.0.1 >/dev/null
 "${albctl[@]}" listener create --lb bench --protocol HTTPS --port "$port_albctl" --cert bench --server-group bench-backends >/dev/null
 "$work/benchtool" export-cert "$work/state.json" bench "$work"
+rules_listener=$("${albctl[@]}" listener create --lb bench --protocol HTTPS --port "$port_rules" --cert bench --server-group bench-backends | grep -o 'lsn-[a-z0-9]*' | head -1)
+for ((i = 1; i < 100; i++)); do
+	"${albctl[@]}" rule create --listener "$rules_listener" --priority "$i" --match "grpc-service=bench.Service$i" \
+		--match header:x-canary=1 --forward bench-backends >/dev/null
+done
+"${albctl[@]}" rule create --listener "$rules_listener" --priority 100 --match grpc-service=albctl.echo.v1.Echo \
+	--match header:te=trailers --forward bench-backends >/dev/null
 
 # serve's defaults, access log included; its stderr (its log and the access
 # log) goes to albctl.log.
@@ -182,15 +193,16 @@ fill scripts/bench/haproxy.cfg "$port_haproxy" >"$work/haproxy.cfg"
 pid_haproxy=$!
 pids+=("$pid_haproxy")
 
-for port in "$backend1" "$backend2" "$port_albctl" "$port_nginx" "$port_haproxy"; do
+for port in "$backend1" "$backend2" "$port_albctl" "$port_rules" "$port_nginx" "$port_haproxy"; do
 	wait_port "$port"
 done
 
 # Every target must answer a real gRPC call before it is measured.
-for target in direct albctl nginx haproxy; do
+for target in direct albctl rules nginx haproxy; do
 	case $target in
 	direct) addr=(-plaintext "127.0.0.1:$backend1") ;;
 	albctl) addr=(-insecure "127.0.0.1:$port_albctl") ;;
+	rules) addr=(-insecure "127.0.0.1:$port_rules") ;;
 	nginx) addr=(-insecure "127.0.0.1:$port_nginx") ;;
 	haproxy) addr=(-insecure "127.0.0.1:$port_haproxy") ;;
 	esac
@@ -226,7 +238,7 @@ cpu_ticks() {
 # direct calls).
 proxy_pids() {
 	case $1 in
-	albctl) echo "$pid_albctl" ;;
+	albctl | rules) echo "$pid_albctl" ;;
 	haproxy) echo "$pid_haproxy" ;;
 	nginx) echo "$pid_nginx $(pgrep -P "$pid_nginx" | tr '\n' ' ')" ;;
 	esac
@@ -237,6 +249,7 @@ host_port() {
 	case $1 in
 	direct) echo "127.0.0.1:$backend1" ;;
 	albctl) echo "127.0.0.1:$port_albctl" ;;
+	rules) echo "127.0.0.1:$port_rules" ;;
 	nginx) echo "127.0.0.1:$port_nginx" ;;
 	haproxy) echo "127.0.0.1:$port_haproxy" ;;
 	esac
@@ -299,7 +312,7 @@ measure_h2load() {
 
 results=$work/results.txt
 : >"$results"
-targets=(direct albctl nginx haproxy)
+targets=(direct albctl rules nginx haproxy)
 total_runs=$((rounds * ${#clients[@]} * ${#workloads[@]} * ${#targets[@]}))
 runs_done=0
 started=$SECONDS

@@ -191,6 +191,10 @@ type key struct{ client, workload, target string }
 // many times HAProxy's, with calls/s at least HAProxy's and no errors.
 const goalCPURatio = 0.8
 
+// Goal for albctl with 100 rules (the "rules" target): proxy CPU per call at
+// most this many times albctl's without rules.
+const goalRulesRatio = 1.05
+
 func table(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -199,7 +203,7 @@ func table(path string) error {
 	defer f.Close()
 	runs := map[key][]result{}
 	var order []key // client and workload, in the order first seen
-	targets := []string{"direct", "albctl", "nginx", "haproxy"}
+	targets := []string{"direct", "albctl", "rules", "nginx", "haproxy"}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fl := strings.Fields(sc.Text())
@@ -292,6 +296,20 @@ func table(path string) error {
 			verdict = "NOT met (" + strings.Join(missed, ", ") + ")"
 		}
 		fmt.Fprintf(w, "  %-12s CPU %s, calls/s %s, %.0f errors: %s\n", wl.workload, ratio(a.cpu, h.cpu), ratio(a.rate, h.rate), errs, verdict)
+	}
+	fmt.Fprintf(w, "goal, 100 rules (target rules): CPU per call <= %.2fx albctl's without rules, 0 errors\n", goalRulesRatio)
+	for _, wl := range order {
+		a, okA := med[key{wl.client, wl.workload, "albctl"}]
+		r, okR := med[key{wl.client, wl.workload, "rules"}]
+		if !okA || !okR || !a.hasCPU || !r.hasCPU {
+			continue
+		}
+		errs := totalErrors(runs[key{wl.client, wl.workload, "rules"}])
+		verdict := "met"
+		if a.cpu <= 0 || r.cpu > goalRulesRatio*a.cpu || errs > 0 {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(w, "  %-8s %-12s CPU %s, calls/s %s, %.0f errors: %s\n", wl.client, wl.workload, ratio(r.cpu, a.cpu), ratio(r.rate, a.rate), errs, verdict)
 	}
 	return nil
 }
