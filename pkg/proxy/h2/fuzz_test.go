@@ -160,8 +160,23 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	g := testGroup("sgp-fuzz", rec, b.Addr)
 	h := &fuzzHarness{rec: rec, upstream: g.Upstream(b.Addr)}
 	h.normal = &route.Route{ListenerID: "lsn-fuzz", Group: g, IdleTimeout: time.Hour}
+	// The fuzzed routes have rules: a fixed answer, and header changes with
+	// a traffic limit on every other call.
+	fixed, err := route.Compile([]route.Condition{{Type: route.CondPath, Values: []string{"/*/EmptyCall"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	every, err := route.Compile([]route.Condition{{Type: route.CondPath, Values: []string{"/*"}}, {Type: route.CondMethod, Values: []string{"POST"}}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	changes := route.NewRule("changes", every, []route.Target{{Group: g, Weight: 100}}, nil)
+	changes.Insert, changes.Remove = []route.Field{{Name: "x-fuzz", Value: "1"}}, []string{"user-agent"}
+	changes.Limit = route.NewLimiter(1000000, 100000)
+	rules := []*route.Rule{route.NewRule("fixed", fixed, nil, &route.Fixed{GRPCStatus: codeUnavailable, Message: "fixed"}), changes}
 	for i := range h.routes {
 		rt := *h.normal
+		rt.Rules = rules
 		rt.RequestTimeout = [4]time.Duration{0, time.Millisecond, 5 * time.Millisecond, 100 * time.Millisecond}[i&3]
 		if i&4 != 0 {
 			rt.IdleTimeout = 2 * time.Millisecond
