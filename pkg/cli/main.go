@@ -122,6 +122,7 @@ var flagForField = map[string]string{
 	"records.value":                  "--value",
 	"records.ttl":                    "--ttl",
 	"records.line":                   "--line",
+	"uchConfig":                      "--uch-key",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
