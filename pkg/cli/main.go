@@ -122,6 +122,29 @@ var flagForField = map[string]string{
 	"records.value":                  "--value",
 	"records.ttl":                    "--ttl",
 	"records.line":                   "--line",
+	"uchConfig":                      "--uch-key",
+	"listenerId":                     "--listener",
+	"priority":                       "--priority",
+	"conditions":                     "--match",
+	"conditions.Host":                "--match",
+	"conditions.Path":                "--match",
+	"conditions.Header":              "--match",
+	"conditions.Method":              "--match",
+	"conditions.QueryString":         "--match",
+	"conditions.Cookie":              "--match",
+	"conditions.SourceIp":            "--match",
+	"forward":                        "--forward",
+	"forward.weight":                 "--forward",
+	"fixedResponse":                  "--fixed-response",
+	"fixedResponse.grpcStatus":       "--fixed-response",
+	"fixedResponse.message":          "--fixed-response",
+	"fixedResponse.httpCode":         "--fixed-response",
+	"fixedResponse.contentType":      "--fixed-response",
+	"fixedResponse.body":             "--fixed-response",
+	"insertHeaders":                  "--insert-header",
+	"removeHeaders":                  "--remove-header",
+	"trafficLimit.qps":               "--traffic-limit",
+	"trafficLimit.perIpQps":          "--traffic-limit",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
@@ -132,6 +155,7 @@ var listCommands = map[string]string{
 	"listener":      "albctl listener list",
 	"domain":        "albctl dns domain list",
 	"DNS record":    "albctl dns list",
+	"rule":          "albctl rule list",
 }
 
 // describe turns the model's errors into the terms of the command line.

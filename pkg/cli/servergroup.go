@@ -16,7 +16,7 @@ func newServerGroupCmd(a *app) *cobra.Command {
 		Aliases: []string{"sg", "server-group"},
 		Short:   "Manage server groups: backends, weights, scheduler and health checks",
 		Long: `A server group is a set of backend servers (HOST:PORT with a weight 0-100) that listeners
-forward to, a scheduler that picks a server for each call (wrr, wlc, sch), and an active health
+forward to, a scheduler that picks a server for each call (wrr, wlc, sch, uch), and an active health
 check. For gRPC groups the default check is the cloud's: a POST to a method that no service
 implements (` + state.DefaultGRPCHealthPath + `), healthy when the server answers with
 status 12 (UNIMPLEMENTED), which any live gRPC server does.`,
@@ -53,9 +53,9 @@ status 12 (UNIMPLEMENTED), which any live gRPC server does.`,
 
 // groupFlags are the settings of a server group that create and update share.
 type groupFlags struct {
-	name, protocol, scheduler string
-	drainTimeout, slowStart   state.Duration
-	health                    healthFlags
+	name, protocol, scheduler, uchKey string
+	drainTimeout, slowStart           state.Duration
+	health                            healthFlags
 }
 
 type healthFlags struct {
@@ -74,7 +74,8 @@ func (g *groupFlags) register(fs *pflag.FlagSet, forCreate bool) {
 		protocolHelp += " (the health check follows unless --health-check-protocol is given)"
 	}
 	fs.StringVar(&g.protocol, "protocol", state.ProtocolHTTP, protocolHelp)
-	fs.StringVar(&g.scheduler, "scheduler", state.SchedulerWRR, "wrr (weighted round robin), wlc (weighted least calls) or sch (hash of the client's IP)")
+	fs.StringVar(&g.scheduler, "scheduler", state.SchedulerWRR, "wrr (weighted round robin), wlc (weighted least calls), sch (hash of the client's IP) or uch (consistent hash of a request value: --uch-key)")
+	fs.StringVar(&g.uchKey, "uch-key", "", "what uch hashes: query:KEY (a query parameter) or header:KEY (a header, such as gRPC metadata)")
 	g.drainTimeout = defaults.DrainTimeout
 	fs.Var(durationValue{&g.drainTimeout}, "drain-timeout", "how long a removed server may finish its calls (0-900s)")
 	g.slowStart = defaults.SlowStart
@@ -112,11 +113,21 @@ func (g *groupFlags) apply(fs *pflag.FlagSet, sg *state.ServerGroup) error {
 		sg.Protocol = p
 	}
 	if fs.Changed("scheduler") {
-		s, err := canonical("--scheduler", g.scheduler, state.SchedulerWRR, state.SchedulerWLC, state.SchedulerSCH)
+		s, err := canonical("--scheduler", g.scheduler, state.Schedulers...)
 		if err != nil {
 			return err
 		}
 		sg.Scheduler = s
+		if s != state.SchedulerUCH {
+			sg.UCHConfig = nil
+		}
+	}
+	if fs.Changed("uch-key") {
+		key, err := state.ParseUCHKey(g.uchKey)
+		if err != nil {
+			return usageErrorf("invalid value %q for --uch-key: %v", g.uchKey, err)
+		}
+		sg.UCHConfig = &key
 	}
 	setIfChanged(fs, "drain-timeout", &sg.DrainTimeout, g.drainTimeout)
 	setIfChanged(fs, "slow-start", &sg.SlowStart, g.slowStart)
@@ -165,7 +176,7 @@ func canonical(flag, value string, allowed ...string) (string, error) {
 
 func registerGroupCompletions(cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixedCompletion(state.ProtocolGRPC, state.ProtocolHTTP, state.ProtocolHTTPS))
-	_ = cmd.RegisterFlagCompletionFunc("scheduler", fixedCompletion(state.SchedulerWRR, state.SchedulerWLC, state.SchedulerSCH))
+	_ = cmd.RegisterFlagCompletionFunc("scheduler", fixedCompletion(state.Schedulers...))
 	_ = cmd.RegisterFlagCompletionFunc("health-check-protocol", fixedCompletion(state.ProtocolGRPC, state.HealthGRPCHealth, state.ProtocolHTTP, state.ProtocolTCP))
 	_ = cmd.RegisterFlagCompletionFunc("health-check-method", fixedCompletion("POST", "GET", "HEAD"))
 }
@@ -177,7 +188,8 @@ func newSGCreateCmd(a *app) *cobra.Command {
 		Short: "Create a server group",
 		Example: `  albctl servergroup create --name grpc-backends --protocol gRPC --health-check-codes 12
   albctl servergroup create --name strict --protocol gRPC --health-check-protocol grpc-health --health-check-interval 1 --healthy-threshold 2
-  albctl servergroup create --name web --protocol HTTP --scheduler wlc --health-check-path /healthz`,
+  albctl servergroup create --name web --protocol HTTP --scheduler wlc --health-check-path /healthz
+  albctl servergroup create --name sessions --protocol gRPC --scheduler uch --uch-key header:x-user-id`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			protocol, err := canonical("--protocol", g.protocol, state.ProtocolGRPC, state.ProtocolHTTP, state.ProtocolHTTPS)
@@ -212,6 +224,7 @@ func newSGUpdateCmd(a *app) *cobra.Command {
 		Short: "Change a server group's settings",
 		Example: `  albctl servergroup update grpc-backends --health-check-codes 0,12 --health-check-interval 1
   albctl servergroup update grpc-backends --scheduler wlc
+  albctl servergroup update grpc-backends --scheduler uch --uch-key header:x-user-id
   albctl servergroup update grpc-backends --slow-start 60s
   albctl servergroup update grpc-backends --health-check-protocol grpc-health --health-check-service albctl.echo.v1.Echo`,
 		Args:              needArgs("SERVERGROUP"),
@@ -261,7 +274,7 @@ func newSGListCmd(a *app) *cobra.Command {
 			return a.print(s.ServerGroups, func() view {
 				t := table{header: []string{"ID", "NAME", "PROTOCOL", "SCHEDULER", "SLOW START", "SERVERS", "HEALTH CHECK"}}
 				for _, sg := range s.ServerGroups {
-					t.rows = append(t.rows, []string{sg.ID, sg.Name, sg.Protocol, sg.Scheduler, slowStartSummary(sg.SlowStart), strconv.Itoa(len(sg.Servers)), healthSummary(sg.HealthCheck)})
+					t.rows = append(t.rows, []string{sg.ID, sg.Name, sg.Protocol, schedulerSummary(sg), slowStartSummary(sg.SlowStart), strconv.Itoa(len(sg.Servers)), healthSummary(sg.HealthCheck)})
 				}
 				return t
 			})
@@ -334,6 +347,14 @@ func healthSummary(hc state.HealthCheck) string {
 	return strings.Join(parts, " ")
 }
 
+// schedulerSummary is the scheduler with the key that uch hashes, as --uch-key takes it.
+func schedulerSummary(sg state.ServerGroup) string {
+	if sg.UCHConfig == nil {
+		return sg.Scheduler
+	}
+	return sg.Scheduler + " " + state.FormatUCHKey(sg.UCHConfig)
+}
+
 func slowStartSummary(d state.Duration) string {
 	if d == 0 {
 		return "off"
@@ -345,7 +366,7 @@ func (a *app) printSG(sg state.ServerGroup) error {
 	return a.print(sg, func() view {
 		hc := sg.HealthCheck
 		d := details{
-			{"ID", sg.ID}, {"Name", sg.Name}, {"Protocol", sg.Protocol}, {"Scheduler", sg.Scheduler},
+			{"ID", sg.ID}, {"Name", sg.Name}, {"Protocol", sg.Protocol}, {"Scheduler", schedulerSummary(sg)},
 			{"Health check", healthSummary(hc)},
 		}
 		if hc.Enabled {

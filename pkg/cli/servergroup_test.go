@@ -38,7 +38,7 @@ func TestServerGroupSlowStartRefused(t *testing.T) {
 	path := walkthrough(t)
 	mustRun(t, path, "servergroup", "create", "--name", "hashed", "--protocol", "gRPC", "--scheduler", "sch")
 	mustRun(t, path, "servergroup", "create", "--name", "warm", "--protocol", "gRPC", "--slow-start", "30s")
-	const schRule = "needs the wrr or wlc scheduler: sch keeps each client on the server its IP hashes to, so it cannot ramp a server up"
+	const schRule = "needs the wrr or wlc scheduler: sch keeps each client on the server its key hashes to, so it cannot ramp a server up"
 	tests := []struct {
 		args []string
 		err  string
@@ -72,5 +72,80 @@ func TestServerGroupSlowStartRefused(t *testing.T) {
 		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
 			t.Fatalf("albctl %s changed the state file", strings.Join(tt.args, " "))
 		}
+	}
+}
+
+func TestServerGroupUCH(t *testing.T) {
+	path := walkthrough(t)
+	type group struct {
+		Scheduler string
+		UCHConfig *struct{ Type, Key string }
+		SlowStart string
+	}
+	sg := decode[group](t, mustRun(t, path, "servergroup", "create", "--name", "sessions", "--protocol", "gRPC",
+		"--scheduler", "UCH", "--uch-key", "header:X-User-Id", "-o", "json"))
+	if sg.Scheduler != "uch" || sg.UCHConfig == nil || *sg.UCHConfig != (struct{ Type, Key string }{"Header", "x-user-id"}) {
+		t.Fatalf("create --scheduler uch --uch-key header:X-User-Id: %+v", sg)
+	}
+	if got := mustRun(t, path, "servergroup", "get", "sessions"); !strings.Contains(got, "\nScheduler:     uch header:x-user-id\n") {
+		t.Fatalf("servergroup get:\n%s", got)
+	}
+	if got := maskIDs(mustRun(t, path, "servergroup", "list")); !strings.Contains(got, "sgp-ID\tsessions\tgRPC\tuch header:x-user-id\toff\t0\t") {
+		t.Fatalf("servergroup list:\n%s", got)
+	}
+	// The key changes alone; leaving uch drops it; coming back needs one.
+	sg = decode[group](t, mustRun(t, path, "servergroup", "update", "sessions", "--uch-key", "query:user", "-o", "json"))
+	if sg.Scheduler != "uch" || *sg.UCHConfig != (struct{ Type, Key string }{"QueryString", "user"}) {
+		t.Fatalf("update --uch-key query:user: %+v", sg)
+	}
+	sg = decode[group](t, mustRun(t, path, "servergroup", "update", "sessions", "--scheduler", "wrr", "--slow-start", "30", "-o", "json"))
+	if sg.Scheduler != "wrr" || sg.UCHConfig != nil || sg.SlowStart != "30s" {
+		t.Fatalf("update --scheduler wrr: %+v", sg)
+	}
+	mustRun(t, path, "servergroup", "update", "sessions", "--slow-start", "0")
+	if got := mustRun(t, path, "servergroup", "update", "grpc-backends", "--scheduler", "uch", "--uch-key", "query:tenant"); !strings.Contains(got, "\nScheduler:     uch query:tenant\n") {
+		t.Fatalf("update --scheduler uch --uch-key query:tenant:\n%s", got)
+	}
+
+	tests := []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "uch"},
+			`invalid value "" for --uch-key: the uch scheduler needs a key to hash: query:KEY or header:KEY`},
+		{[]string{"servergroup", "create", "--name", "x2", "--protocol", "gRPC", "--scheduler", "uch"},
+			`invalid value "" for --uch-key: the uch scheduler needs a key to hash: query:KEY or header:KEY`},
+		{[]string{"servergroup", "update", "sessions", "--uch-key", "header:x-user-id"},
+			`invalid value "Header:x-user-id" for --uch-key: a hash key applies only to the uch scheduler`},
+		{[]string{"servergroup", "update", "grpc-backends", "--scheduler", "wlc", "--uch-key", "query:tenant"},
+			`invalid value "QueryString:tenant" for --uch-key: a hash key applies only to the uch scheduler`},
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "uch", "--uch-key", "cookie:session"},
+			`invalid value "cookie:session" for --uch-key: "cookie:session" is not query:KEY or header:KEY, such as header:x-user-id`},
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "uch", "--uch-key", "header:"},
+			`invalid value "header:" for --uch-key: "header:" is not query:KEY or header:KEY, such as header:x-user-id`},
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "uch", "--uch-key", "header:x user"},
+			`invalid value "x user" for --uch-key: a header name is 1-40 letters, digits, '-' or '_'`},
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "uch", "--uch-key", "query:User"},
+			`invalid value "User" for --uch-key: a query key is 1-100 printable characters without uppercase letters, spaces or # [ ] { } \ | < > & "`},
+		{[]string{"servergroup", "update", "grpc-backends", "--slow-start", "30"},
+			`invalid value "30s" for --slow-start: needs the wrr or wlc scheduler: uch keeps each client on the server its key hashes to, so it cannot ramp a server up`},
+		{[]string{"servergroup", "update", "sessions", "--scheduler", "random"}, `invalid value "random" for --scheduler: must be wrr, wlc, sch, uch`},
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		r := run(t, path, tt.args...)
+		want := "Error: " + tt.err + "\nRun 'albctl servergroup " + tt.args[1] + " --help' for usage.\n"
+		if r.code != 2 || r.err != want || r.out != "" {
+			t.Errorf("albctl %s:\nexit %d, stderr %q, stdout %q\nwant exit 2, stderr %q", strings.Join(tt.args, " "), r.code, r.err, r.out, want)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+			t.Fatalf("albctl %s changed the state file", strings.Join(tt.args, " "))
+		}
+	}
+	if got := mustRun(t, path, "__complete", "servergroup", "update", "sessions", "--scheduler", ""); !strings.HasPrefix(got, "wrr\nwlc\nsch\nuch\n") {
+		t.Fatalf("completion of --scheduler:\n%s", got)
 	}
 }

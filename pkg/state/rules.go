@@ -259,7 +259,7 @@ func (r *Rule) validate(s *State) error {
 			continue
 		}
 		if other.ListenerID == r.ListenerID && other.Priority == r.Priority {
-			return conflict("priority %d is already used by rule %s on listener %s: each rule of a listener needs its own priority", r.Priority, other.Label(), l.ID)
+			return invalid("priority", r.Priority, "rule %s of listener %s has this priority already: each rule of a listener needs its own", other.Label(), l.ID)
 		}
 		if r.Name != "" && other.Name == r.Name {
 			return conflict("a rule named %q already exists", r.Name)
@@ -269,7 +269,7 @@ func (r *Rule) validate(s *State) error {
 		return invalid("conditions", "", "a rule needs at least one condition")
 	}
 	if len(r.Conditions) > MaxRuleConditions {
-		return invalid("conditions", len(r.Conditions), "a rule has at most %d conditions", MaxRuleConditions)
+		return invalid("conditions", fmt.Sprintf("%d conditions", len(r.Conditions)), "a rule has at most %d conditions", MaxRuleConditions)
 	}
 	for _, c := range r.Conditions {
 		if err := c.Validate(); err != nil {
@@ -277,7 +277,7 @@ func (r *Rule) validate(s *State) error {
 		}
 	}
 	if n := r.Actions(); n > MaxRuleActions {
-		return invalid("actions", n, "a rule has at most %d actions (the forward or fixed response, each header inserted or removed, and the traffic limit)", MaxRuleActions)
+		return invalid("actions", n, "a rule has at most %d actions: the forward or fixed response, each header it inserts or removes, and its traffic limit", MaxRuleActions)
 	}
 	grpc := s.isGRPCListener(l)
 	switch {
@@ -294,8 +294,14 @@ func (r *Rule) validate(s *State) error {
 	default:
 		return invalid("forward", "", "a rule needs a final action: forward to server groups, or a fixed response")
 	}
-	if r.FixedResponse != nil && (len(r.InsertHeaders) > 0 || len(r.RemoveHeaders) > 0) {
-		return invalid("insertHeaders", "", "header changes apply to forwarded calls, and this rule answers with a fixed response")
+	if r.FixedResponse != nil {
+		const rule = "header changes apply to forwarded calls, and this rule answers with a fixed response"
+		if len(r.InsertHeaders) > 0 {
+			return invalid("insertHeaders", r.InsertHeaders[0].Key, rule)
+		}
+		if len(r.RemoveHeaders) > 0 {
+			return invalid("removeHeaders", r.RemoveHeaders[0], rule)
+		}
 	}
 	seen := map[string]bool{}
 	for _, h := range r.InsertHeaders {
@@ -320,11 +326,11 @@ func (r *Rule) validate(s *State) error {
 		seen[k] = true
 	}
 	if tl := r.TrafficLimit; tl != nil {
-		if err := checkRange("trafficLimit.qps", tl.QPS, 1, MaxTrafficLimitQPS); err != nil {
-			return err
+		if tl.QPS < 1 || tl.QPS > MaxTrafficLimitQPS {
+			return invalid("trafficLimit.qps", tl.QPS, "qps must be 1-%d", MaxTrafficLimitQPS)
 		}
 		if tl.PerIPQPS != 0 && (tl.PerIPQPS < 1 || tl.PerIPQPS >= tl.QPS) {
-			return invalid("trafficLimit.perIpQps", tl.PerIPQPS, "must be 1 to less than qps (%d)", tl.QPS)
+			return invalid("trafficLimit.perIpQps", tl.PerIPQPS, "the limit per client IP must be 1 up to less than qps (%d)", tl.QPS)
 		}
 	}
 	return nil
@@ -332,7 +338,7 @@ func (r *Rule) validate(s *State) error {
 
 func (r *Rule) validateForward(s *State, grpc bool) error {
 	if len(r.Forward) > MaxForwardGroups {
-		return invalid("forward", len(r.Forward), "a rule forwards to at most %d server groups", MaxForwardGroups)
+		return invalid("forward", fmt.Sprintf("%d groups", len(r.Forward)), "a rule forwards to at most %d server groups", MaxForwardGroups)
 	}
 	total := 0
 	seen := map[string]bool{}
@@ -345,8 +351,8 @@ func (r *Rule) validateForward(s *State, grpc bool) error {
 			return invalid("forward", sg.Name, "the server group is listed twice")
 		}
 		seen[sg.ID] = true
-		if err := checkRange("forward.weight", t.Weight, 0, MaxForwardWeight); err != nil {
-			return err
+		if t.Weight < 0 || t.Weight > MaxForwardWeight {
+			return invalid("forward.weight", t.Weight, "the weight of server group %s must be 0-%d", sg.Name, MaxForwardWeight)
 		}
 		total += t.Weight
 		if grpc && sg.Protocol != ProtocolGRPC {
@@ -367,8 +373,8 @@ func (f *FixedResponse) validate(grpc bool) error {
 		if f.GRPCStatus == nil || f.HTTPCode != 0 || f.ContentType != "" || f.Body != "" {
 			return invalid("fixedResponse", f.describe(), "this listener carries gRPC: answer with grpc-status=CODE[,message=TEXT]")
 		}
-		if err := checkRange("fixedResponse.grpcStatus", *f.GRPCStatus, 0, MaxGRPCStatusCode); err != nil {
-			return err
+		if code := *f.GRPCStatus; code < 0 || code > MaxGRPCStatusCode {
+			return invalid("fixedResponse.grpcStatus", code, "a gRPC status code is 0-%d", MaxGRPCStatusCode)
 		}
 		if len(f.Message) > MaxFixedMessageLength || !printable(f.Message) {
 			return invalid("fixedResponse.message", f.Message, "a message is at most %d printable ASCII characters", MaxFixedMessageLength)
@@ -403,6 +409,9 @@ func (f *FixedResponse) describe() string {
 // Validate checks a condition: its type, key and values in the cloud's character sets and
 // lengths.
 func (c *RuleCondition) Validate() error {
+	if !slices.Contains(ConditionTypes, c.Type) {
+		return invalid("conditions", c.Type, "unknown condition type: must be one of %s", strings.Join(ConditionTypes, ", "))
+	}
 	field := "conditions." + c.Type
 	if len(c.Values) == 0 {
 		return invalid(field, "", "a condition needs at least one value")
@@ -412,7 +421,7 @@ func (c *RuleCondition) Validate() error {
 		limit = MaxSourceIPValues
 	}
 	if len(c.Values) > limit {
-		return invalid(field, len(c.Values), "a %s condition has at most %d values", c.Type, limit)
+		return invalid(field, fmt.Sprintf("%d values", len(c.Values)), "a %s condition has at most %d values", c.Type, limit)
 	}
 	switch c.Type {
 	case CondHeader:
@@ -424,7 +433,7 @@ func (c *RuleCondition) Validate() error {
 		}
 	case CondQueryString, CondCookie:
 		if len(c.Key) < 1 || len(c.Key) > MaxQueryOrCookieKey || !matchValueChars(c.Key, c.Type, true) {
-			return invalid(field, c.Key, "a key is 1-%d printable characters without uppercase letters, spaces or %s", MaxQueryOrCookieKey, bannedChars(c.Type, true))
+			return invalid(field, c.Key, "a %s name is 1-%d printable characters without uppercase letters, spaces or %s", queryOrCookie(c.Type), MaxQueryOrCookieKey, bannedChars(c.Type, true))
 		}
 	default:
 		if c.Key != "" {
@@ -459,7 +468,7 @@ func (c *RuleCondition) validateValue(field, v string) error {
 			maxLen = MaxCookieValueLength
 		}
 		if len(v) < 1 || len(v) > maxLen || !matchValueChars(v, c.Type, false) {
-			return invalid(field, v, "a value is 1-%d printable characters without uppercase letters, spaces or %s", maxLen, bannedChars(c.Type, false))
+			return invalid(field, v, "a %s value is 1-%d printable characters without uppercase letters, spaces or %s", queryOrCookie(c.Type), maxLen, bannedChars(c.Type, false))
 		}
 	case CondMethod:
 		if !slices.Contains(RuleMethods, v) {
@@ -469,8 +478,6 @@ func (c *RuleCondition) validateValue(field, v string) error {
 		if _, err := ParseSourcePrefix(v); err != nil {
 			return invalid(field, v, "a source is an IP address or a CIDR range, such as 10.0.0.0/8 or ::1")
 		}
-	default:
-		return invalid("conditions", c.Type, "unknown condition type: must be one of %s", strings.Join(ConditionTypes, ", "))
 	}
 	return nil
 }
@@ -483,7 +490,7 @@ var RuleMethods = []string{"HEAD", "GET", "POST", "OPTIONS", "PUT", "PATCH", "DE
 
 // ParseSourcePrefix reads an IP address (a single address) or a CIDR range.
 func ParseSourcePrefix(v string) (netip.Prefix, error) {
-	if ip, err := netip.ParseAddr(v); err == nil {
+	if ip, err := netip.ParseAddr(v); err == nil && ip.Zone() == "" {
 		ip = ip.Unmap()
 		return netip.PrefixFrom(ip, ip.BitLen()), nil
 	}
@@ -495,6 +502,13 @@ func ParseSourcePrefix(v string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
+}
+
+func queryOrCookie(condType string) string {
+	if condType == CondCookie {
+		return "cookie"
+	}
+	return "query parameter"
 }
 
 func pathChar(r rune) bool {
@@ -563,6 +577,9 @@ var reservedHeaders = []string{
 // ValidateHeaderChange checks the name of a header a rule inserts or removes. Names are
 // lowercase, as HTTP/2 sends them.
 func ValidateHeaderChange(field, key string) error {
+	if strings.HasPrefix(key, ":") {
+		return invalid(field, key, "pseudo-headers such as :path and :authority are the protocol's own: a rule may not change them")
+	}
 	if err := validateHeaderKey(field, key); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // MatchTypes are the condition types --match takes, gRPC shorthands included.
@@ -26,6 +27,9 @@ var (
 // kept in lowercase. The values are checked by RuleCondition.Validate, not here.
 func ParseMatch(s string) (RuleCondition, error) {
 	var c RuleCondition
+	if err := asciiOnly(s); err != nil {
+		return c, err
+	}
 	spec, list, ok := strings.Cut(s, "=")
 	if !ok || list == "" {
 		return c, fmt.Errorf("%q is not TYPE[:KEY]=VALUE[,VALUE...], such as grpc-service=pkg.Billing or header:x-canary=1", s)
@@ -207,6 +211,9 @@ func ParseFixedResponse(s string) (FixedResponse, error) {
 
 // ParseInsertHeader reads --insert-header KEY=VALUE; the name is kept in lowercase.
 func ParseInsertHeader(s string) (HeaderField, error) {
+	if err := asciiOnly(s); err != nil {
+		return HeaderField{}, err
+	}
 	key, value, ok := strings.Cut(s, "=")
 	if !ok || strings.TrimSpace(key) == "" {
 		return HeaderField{}, fmt.Errorf("%q is not KEY=VALUE, such as x-route=canary", s)
@@ -240,6 +247,9 @@ func ParseTrafficLimit(s string) (TrafficLimit, error) {
 
 // ParseUCHKey reads --uch-key: query:KEY or header:KEY.
 func ParseUCHKey(s string) (UCHConfig, error) {
+	if err := asciiOnly(s); err != nil {
+		return UCHConfig{}, err
+	}
 	typ, key, ok := strings.Cut(s, ":")
 	switch strings.ToLower(strings.TrimSpace(typ)) {
 	case "query":
@@ -264,4 +274,17 @@ func FormatUCHKey(c *UCHConfig) string {
 		return "header:" + c.Key
 	}
 	return "query:" + c.Key
+}
+
+// asciiOnly refuses what no condition, header or hash key may hold before the parsers fold case
+// and trim spaces, which would make ASCII of some of it: strings.ToLower turns the Kelvin sign
+// into k, and strings.TrimSpace drops a no-break space.
+func asciiOnly(s string) error {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			r, _ := utf8.DecodeRuneInString(s[i:])
+			return fmt.Errorf("%q has %q, which is not ASCII", s, r)
+		}
+	}
+	return nil
 }
