@@ -193,7 +193,7 @@ func waitForHealth(t *testing.T, path, group string, want int) {
 }
 
 func TestCheckRules(t *testing.T) {
-	path, _, canary, port := rulesScenario(t)
+	path, listenerID, canary, port := rulesScenario(t)
 	verifiedDomain(t, path)
 	target := "grpc.example.test:" + itoa(port)
 	_, stderr := startServeProcess(t, path)
@@ -262,4 +262,11 @@ func TestCheckRules(t *testing.T) {
 		t.Fatalf("check with a bad -H: %+v", r)
 	}
 
+	// With serve running, explain knows the servers' health.
+	e := decode[explanation](t, runExplain(t, path, "--listener", listenerID, "--path", "/"+echoCall, "-H", "x-dead:1", "-o", "json").out)
+	g := e.Action.Groups
+	if e.Action.Rule != "to-dead" || len(g) != 1 || g[0].Servers[0].Health != "unhealthy" || e.Health != "from the running albctl serve" ||
+		!strings.HasSuffix(g[0].Why, "every server is unhealthy, so the group fails open and calls go to them anyway") {
+		t.Fatalf("explain with serve running: %+v", e)
+	}
 }
