@@ -1,8 +1,9 @@
 // Package check walks albctl's configuration for one DOMAIN:PORT end to end, as a checklist:
-// DNS record chain, load balancer, listener, certificate, server group, the servers' health in
-// the running serve, and one real call (a gRPC call, or an HTTP request for an HTTP server
-// group) through the listener. It stops at the first failing step,
-// so a CI smoke test learns what broke and where.
+// DNS record chain, load balancer, listener, the rule the call meets, certificate, the server
+// groups the call goes to, their servers' health in the running serve, and one real call (a
+// gRPC call, or an HTTP request for an HTTP server group) through the listener. It stops at
+// the first failing step, so a CI smoke test learns what broke and where. Explain tells which
+// rule a described call meets, and why the rules before it do not.
 package check
 
 import (
@@ -23,18 +24,22 @@ import (
 
 	albdns "github.com/albctl/albctl/pkg/dns"
 	"github.com/albctl/albctl/pkg/health"
+	"github.com/albctl/albctl/pkg/proxy/route"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
-// Step is one line of the checklist.
+// Step is one line of the checklist. A step that passes may carry a warning, such as a group
+// with some servers unhealthy.
 type Step struct {
-	Name   string `json:"step"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
+	Name    string `json:"step"`
+	OK      bool   `json:"ok"`
+	Detail  string `json:"detail"`
+	Warning string `json:"warning,omitempty"`
 }
 
 // Input is what to check and with what.
@@ -46,9 +51,14 @@ type Input struct {
 	Host  string
 	Port  int
 	// Request is what to send: SERVICE/METHOD (or SERVICE.METHOD) for a gRPC group, a path
-	// such as /healthz for an HTTP group; "" sends the group's health check.
+	// such as /healthz for an HTTP group; "" sends the health check of the listener's group.
 	Request string
+	// Header is sent with the call, as gRPC metadata or HTTP header fields, and rules match on
+	// it.
+	Header  Metadata
 	Timeout time.Duration
+	// Strict fails the servers step on any unhealthy server, not only when none takes calls.
+	Strict bool
 }
 
 // walk carries what earlier steps found to later ones.
@@ -57,13 +67,41 @@ type walk struct {
 	addrs    []string
 	lb       *state.LoadBalancer
 	listener *state.Listener
-	leaf     *x509.Certificate // the listener's certificate
-	group    *state.ServerGroup
+	leaf     *x509.Certificate  // the listener's certificate
+	group    *state.ServerGroup // the listener's: its protocol is the calls', its health check the default call
+
+	// The call, as the rule step plans it.
+	method, path string
+	skip         string // why no call is made, if none is
+	want         func(code int) bool
+	wantText     string
+	fixed        *state.FixedResponse // the matched rule's answer
+	targets      []target
+
+	admin    string // the running serve's admin API, once found
+	adminErr error
+}
+
+// target is a server group the call goes to, and its health in the running serve.
+type target struct {
+	group     *state.ServerGroup
+	weight    int
+	health    health.GroupStatus
+	healthErr error
 }
 
 // Run performs the steps in order and returns them, ending with the first that failed.
 func Run(ctx context.Context, in Input) []Step {
 	w := &walk{in: in}
+	var out []Step
+	record := func(name, detail, warning string, err error) bool {
+		if err != nil {
+			out = append(out, Step{Name: name, Detail: err.Error()})
+			return false
+		}
+		out = append(out, Step{Name: name, OK: true, Detail: detail, Warning: warning})
+		return true
+	}
 	steps := []struct {
 		name string
 		run  func(context.Context) (string, error)
@@ -71,19 +109,28 @@ func Run(ctx context.Context, in Input) []Step {
 		{"dns", w.resolve},
 		{"load balancer", w.loadBalancer},
 		{"listener", w.findListener},
+		{"rule", w.rule},
 		{"certificate", w.certificate},
-		{"server group", w.serverGroup},
-		{"servers", w.servers},
-		{"call", w.call},
 	}
-	var out []Step
 	for _, s := range steps {
 		detail, err := s.run(ctx)
-		if err != nil {
-			return append(out, Step{Name: s.name, Detail: err.Error()})
+		if !record(s.name, detail, "", err) {
+			return out
 		}
-		out = append(out, Step{Name: s.name, OK: true, Detail: detail})
 	}
+	for i := range w.targets {
+		t := &w.targets[i]
+		detail, err := w.serverGroup(t)
+		if !record("server group", detail, "", err) {
+			return out
+		}
+		detail, warning, err := w.servers(t)
+		if !record("servers", detail, warning, err) {
+			return out
+		}
+	}
+	detail, err := w.call(ctx)
+	record("call", detail, "", err)
 	return out
 }
 
@@ -175,44 +222,170 @@ func parseLeaf(certPEM string) (*x509.Certificate, error) {
 	return x509.ParseCertificate(block.Bytes)
 }
 
-func (w *walk) serverGroup(context.Context) (string, error) {
-	sg := w.group
-	active := 0
-	for _, s := range sg.Servers {
-		if s.Weight > 0 {
-			active++
+// rule plans the call and finds the rule it meets, with the matcher the data plane runs.
+func (w *walk) rule(context.Context) (string, error) {
+	if err := w.planCall(); err != nil {
+		return "", err
+	}
+	rules := w.in.State.ListenerRules(w.listener.ID)
+	if w.skip != "" || len(rules) == 0 {
+		w.targets = []target{{group: w.group, weight: state.MaxForwardWeight}}
+		if len(rules) == 0 {
+			return fmt.Sprintf("default: the listener has no rules, its server group %s takes every call", w.group.Name), nil
 		}
+		return fmt.Sprintf("not matched: no call to match the listener's %d rules against; checking the listener's server group %s", len(rules), w.group.Name), nil
 	}
-	if active == 0 {
-		return "", fmt.Errorf("server group %s has no server with a weight above 0 ('albctl servergroup add-servers %s --server HOST:PORT')", sg.Name, sg.Name)
+	req := route.Request{Path: w.path, Host: w.in.Host, Method: w.method,
+		Source: LocalSource(net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))), Header: w.in.Header}
+	e, err := Explain(w.in.State, w.listener, req)
+	if err != nil {
+		return "", err
 	}
-	return fmt.Sprintf("%s: %s, %s, %d of %d servers take calls", sg.Name, sg.Protocol, sg.Scheduler, active, len(sg.Servers)), nil
+	a := e.Action
+	var forward []string
+	for _, g := range a.Groups {
+		forward = append(forward, fmt.Sprintf("%s=%d", g.Name, g.Weight))
+		if g.Weight == 0 {
+			continue
+		}
+		sg, err := w.in.State.ServerGroup(g.ID)
+		if err != nil {
+			return "", err
+		}
+		w.targets = append(w.targets, target{group: sg, weight: g.Weight})
+	}
+	if a.Default {
+		return fmt.Sprintf("default: no rule matched (%d tried), the listener's server group %s", len(e.Rules), w.group.Name), nil
+	}
+	label := fmt.Sprintf("rule %s (priority %d): %s", a.Rule, a.Priority, strings.Join(a.Conditions, " AND "))
+	f := a.FixedResponse
+	switch {
+	case f != nil && f.GRPCStatus != nil:
+		code := *f.GRPCStatus
+		w.fixed, w.want = f, func(c int) bool { return c == code }
+		w.wantText = "grpc-status " + health.CodeText(code) + ", the fixed response of rule " + a.Rule
+		return label + " answers grpc-status " + health.CodeText(code) + " at the load balancer", nil
+	case f != nil:
+		w.fixed, w.want = f, func(c int) bool { return c == f.HTTPCode }
+		w.wantText = fmt.Sprintf("%d, the fixed response of rule %s", f.HTTPCode, a.Rule)
+		return fmt.Sprintf("%s answers %d at the load balancer", label, f.HTTPCode), nil
+	case len(a.Groups) == 1:
+		return label + " → " + a.Groups[0].Name, nil
+	}
+	return label + " → " + strings.Join(forward, ","), nil
 }
 
-// servers reads the servers' health from the running serve.
-func (w *walk) servers(context.Context) (string, error) {
-	addr, err := serve.Discover(w.in.StatePath, w.in.Admin)
-	if err != nil {
-		return "", err
+// planCall decides what the call step sends and what it must get: for a gRPC listener a method
+// that must return OK, for an HTTP one a GET that must not answer 5xx, or else the health
+// check of the listener's group.
+func (w *walk) planCall() error {
+	hc := w.group.HealthCheck
+	if w.group.Protocol == state.ProtocolGRPC {
+		w.method, w.wantText = http.MethodPost, "OK"
+		w.want = func(code int) bool { return code == 0 }
+		if w.in.Request != "" {
+			var err error
+			w.path, err = MethodPath(w.in.Request)
+			return err
+		}
+		if hc.Protocol != state.ProtocolGRPC {
+			w.skip = "skipped: give SERVICE/METHOD to make a call (the group's health check is not a gRPC method call)"
+			return nil
+		}
+		codes, err := state.ParseGRPCCodes(hc.Codes)
+		if err != nil {
+			return err
+		}
+		w.path, w.wantText = hc.Path, "a status in "+hc.Codes
+		w.want = func(code int) bool { return codes.Contains(code) }
+		return nil
 	}
-	gs, err := serve.GroupHealth(addr, w.group)
-	if err != nil {
-		return "", err
+	w.method, w.path = http.MethodGet, w.in.Request
+	w.wantText, w.want = "no 5xx", func(code int) bool { return code < 500 }
+	if w.path == "" {
+		if hc.Protocol != state.ProtocolHTTP {
+			w.skip = "skipped: give a PATH to request (the group's health check is not an HTTP request)"
+			return nil
+		}
+		w.method, w.path, w.wantText = hc.Method, hc.Path, hc.Codes
+		w.want = func(code int) bool { return state.HTTPCodeAllowed(hc.Codes, code) }
+	}
+	if !strings.HasPrefix(w.path, "/") {
+		return fmt.Errorf("invalid path %q: the listener forwards to HTTP group %s, give a path such as /healthz", w.path, w.group.Name)
+	}
+	return nil
+}
+
+func (w *walk) serverGroup(t *target) (string, error) {
+	sg := t.group
+	weighted := 0
+	for _, s := range sg.Servers {
+		if s.Weight > 0 {
+			weighted++
+		}
+	}
+	if weighted == 0 {
+		return "", fmt.Errorf("server group %s has no server with a weight above 0 ('albctl servergroup add-servers %s --server HOST:PORT')", sg.Name, sg.Name)
+	}
+	name := sg.Name
+	if len(w.targets) > 1 {
+		name = fmt.Sprintf("%s (weight %d)", sg.Name, t.weight)
+	}
+	t.health, t.healthErr = w.groupHealth(sg)
+	if t.healthErr != nil {
+		return fmt.Sprintf("%s: %s, %s, %d of %d servers with weight above 0 (health not known)", name, sg.Protocol, sg.Scheduler, weighted, len(sg.Servers)), nil
+	}
+	taking := 0
+	for _, s := range t.health.Servers {
+		if s.Weight > 0 && s.State != health.StateUnhealthy {
+			taking++
+		}
+	}
+	return fmt.Sprintf("%s: %s, %s, %d of %d servers take calls", name, sg.Protocol, sg.Scheduler, taking, len(t.health.Servers)), nil
+}
+
+// groupHealth reads a group's health from the running serve, found once per walk.
+func (w *walk) groupHealth(sg *state.ServerGroup) (health.GroupStatus, error) {
+	if w.admin == "" && w.adminErr == nil {
+		w.admin, w.adminErr = serve.Discover(w.in.StatePath, w.in.Admin)
+	}
+	if w.adminErr != nil {
+		return health.GroupStatus{}, w.adminErr
+	}
+	return serve.GroupHealth(w.admin, sg)
+}
+
+// servers judges a group's servers by their health in the running serve: it passes while some
+// take calls, with a warning if others do not, and fails when none does (or, with Strict, when
+// any does not).
+func (w *walk) servers(t *target) (detail, warning string, err error) {
+	if t.healthErr != nil {
+		return "", "", t.healthErr
 	}
 	var parts, bad []string
-	for _, s := range gs.Servers {
+	weighted := 0
+	for _, s := range t.health.Servers {
 		if s.Weight == 0 {
 			continue
 		}
+		weighted++
 		parts = append(parts, s.Addr+" "+s.State)
 		if s.State == health.StateUnhealthy {
 			bad = append(bad, s.Addr+" ("+s.Reason+")")
 		}
 	}
-	if len(bad) > 0 {
-		return "", fmt.Errorf("unhealthy: %s", strings.Join(bad, ", "))
+	name := t.group.Name
+	switch {
+	case weighted == 0:
+		return "", "", fmt.Errorf("the running serve has no server with a weight above 0 in %s", name)
+	case len(bad) == weighted:
+		return "", "", fmt.Errorf("no server of %s can take the call: unhealthy: %s", name, strings.Join(bad, ", "))
+	case len(bad) > 0 && w.in.Strict:
+		return "", "", fmt.Errorf("%d of %d servers of %s unhealthy (strict): %s", len(bad), weighted, name, strings.Join(bad, ", "))
+	case len(bad) > 0:
+		warning = fmt.Sprintf("%d of %d servers of %s unhealthy, the other %d take the calls: %s", len(bad), weighted, name, weighted-len(bad), strings.Join(bad, ", "))
 	}
-	return strings.Join(parts, ", "), nil
+	return strings.Join(parts, ", "), warning, nil
 }
 
 // rawCodec sends and receives messages as bytes, so a call needs no descriptors: the empty
@@ -249,32 +422,17 @@ func (w *walk) roots() *x509.CertPool {
 	return roots
 }
 
-// call makes one real call through the listener, TLS verified.
+// call makes one real call through the listener, TLS verified, with the planned method or path.
 func (w *walk) call(ctx context.Context) (string, error) {
+	if w.skip != "" {
+		return w.skip, nil
+	}
 	if w.group.Protocol != state.ProtocolGRPC {
 		return w.request(ctx)
 	}
-	want := func(err error) bool { return err == nil }
-	wantText, method := "OK", ""
-	if w.in.Request != "" {
-		var err error
-		if method, err = MethodPath(w.in.Request); err != nil {
-			return "", err
-		}
-	} else {
-		hc := w.group.HealthCheck
-		if hc.Protocol != state.ProtocolGRPC {
-			return "skipped: give SERVICE/METHOD to make a call (the group's health check is not a gRPC method call)", nil
-		}
-		codes, err := state.ParseGRPCCodes(hc.Codes)
-		if err != nil {
-			return "", err
-		}
-		method, wantText = hc.Path, "a status in "+hc.Codes
-		want = func(err error) bool { return codes.Contains(int(status.Code(err))) }
-	}
 	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
 	creds := credentials.NewTLS(&tls.Config{RootCAs: w.roots(), ServerName: w.in.Host})
+	// The TLS server name is the call's authority too, so host rules see DOMAIN.
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
 		return "", err
@@ -282,34 +440,28 @@ func (w *walk) call(ctx context.Context) (string, error) {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, w.in.Timeout)
 	defer cancel()
+	for key, values := range w.in.Header {
+		for _, v := range values {
+			ctx = metadata.AppendToOutgoingContext(ctx, key, v)
+		}
+	}
 	start := time.Now()
 	in, out := []byte{}, []byte{}
-	err = cc.Invoke(ctx, method, &in, &out)
+	err = cc.Invoke(ctx, w.path, &in, &out)
 	took := time.Since(start).Round(100 * time.Microsecond)
-	if !want(err) {
-		st := status.Convert(err)
-		return "", fmt.Errorf("%s through %s: grpc-status %s: %s, want %s", method, target, health.CodeText(int(st.Code())), st.Message(), wantText)
+	st := status.Convert(err)
+	if !w.want(int(st.Code())) {
+		return "", fmt.Errorf("%s through %s: grpc-status %s: %s, want %s", w.path, target, health.CodeText(int(st.Code())), st.Message(), w.wantText)
 	}
-	return fmt.Sprintf("%s → grpc-status %s in %v", method, health.CodeText(int(status.Code(err))), took), nil
+	detail := fmt.Sprintf("%s → grpc-status %s in %v", w.path, health.CodeText(int(st.Code())), took)
+	if w.fixed != nil {
+		detail += ", the rule's fixed response"
+	}
+	return detail, nil
 }
 
-// request sends one HTTP request through the listener of an HTTP group: GET of the given path,
-// which must not answer 5xx, or else the group's health check, which must answer one of its
-// codes.
+// request sends one HTTP request through the listener of an HTTP group.
 func (w *walk) request(ctx context.Context) (string, error) {
-	hc := w.group.HealthCheck
-	method, path := http.MethodGet, w.in.Request
-	wantText, want := "no 5xx", func(code int) bool { return code < 500 }
-	if path == "" {
-		if hc.Protocol != state.ProtocolHTTP {
-			return "skipped: give a PATH to request (the group's health check is not an HTTP request)", nil
-		}
-		method, path, wantText = hc.Method, hc.Path, hc.Codes
-		want = func(code int) bool { return state.HTTPCodeAllowed(hc.Codes, code) }
-	}
-	if !strings.HasPrefix(path, "/") {
-		return "", fmt.Errorf("invalid path %q: the listener forwards to HTTP group %s, give a path such as /healthz", path, w.group.Name)
-	}
 	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
 	scheme := "http"
 	transport := &http.Transport{
@@ -325,21 +477,30 @@ func (w *walk) request(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.in.Timeout)
 	defer cancel()
-	url := scheme + "://" + net.JoinHostPort(w.in.Host, strconv.Itoa(w.in.Port)) + path
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	url := scheme + "://" + net.JoinHostPort(w.in.Host, strconv.Itoa(w.in.Port)) + w.path
+	req, err := http.NewRequestWithContext(ctx, w.method, url, nil)
 	if err != nil {
 		return "", err
+	}
+	for key, values := range w.in.Header {
+		for _, v := range values {
+			req.Header.Add(key, v)
+		}
 	}
 	start := time.Now()
 	res, err := transport.RoundTrip(req)
 	if err != nil {
-		return "", fmt.Errorf("%s %s through %s: %v", method, path, target, err)
+		return "", fmt.Errorf("%s %s through %s: %v", w.method, w.path, target, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<20))
 	res.Body.Close()
 	took := time.Since(start).Round(100 * time.Microsecond)
-	if !want(res.StatusCode) {
-		return "", fmt.Errorf("%s %s through %s: %s, want %s", method, path, target, res.Status, wantText)
+	if !w.want(res.StatusCode) {
+		return "", fmt.Errorf("%s %s through %s: %s, want %s", w.method, w.path, target, res.Status, w.wantText)
 	}
-	return fmt.Sprintf("%s %s → %s (%s) in %v", method, path, res.Status, res.Proto, took), nil
+	detail := fmt.Sprintf("%s %s → %s (%s) in %v", w.method, w.path, res.Status, res.Proto, took)
+	if w.fixed != nil {
+		detail += ", the rule's fixed response"
+	}
+	return detail, nil
 }

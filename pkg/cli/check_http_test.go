@@ -37,11 +37,11 @@ func TestCheckHTTPListeners(t *testing.T) {
 		want   string
 		passed int
 	}{
-		{[]string{"127.0.0.1:" + itoa(plain)}, 0, "HEAD / → 200 OK (HTTP/1.1)", 7},
-		{[]string{"127.0.0.1:" + itoa(secure), "/x"}, 0, "GET /x → 200 OK (HTTP/2.0)", 7},
-		{[]string{"127.0.0.1:" + itoa(secure)}, 0, "covers 127.0.0.1", 7},
-		{[]string{"127.0.0.1:" + itoa(plain), "/fail"}, 1, "GET /fail through 127.0.0.1:" + itoa(plain) + ": 500 Internal Server Error, want no 5xx", 6},
-		{[]string{"127.0.0.1:" + itoa(plain), "healthz"}, 1, `invalid path "healthz"`, 6},
+		{[]string{"127.0.0.1:" + itoa(plain)}, 0, "HEAD / → 200 OK (HTTP/1.1)", 8},
+		{[]string{"127.0.0.1:" + itoa(secure), "/x"}, 0, "GET /x → 200 OK (HTTP/2.0)", 8},
+		{[]string{"127.0.0.1:" + itoa(secure)}, 0, "covers 127.0.0.1", 8},
+		{[]string{"127.0.0.1:" + itoa(plain), "/fail"}, 1, "GET /fail through 127.0.0.1:" + itoa(plain) + ": 500 Internal Server Error, want no 5xx", 7},
+		{[]string{"127.0.0.1:" + itoa(plain), "healthz"}, 1, `invalid path "healthz"`, 3},
 	} {
 		r := run(t, path, append([]string{"check"}, tc.args...)...)
 		if r.code != tc.code || !strings.Contains(r.out, tc.want) || strings.Count(r.out, "PASS\t") != tc.passed {
