@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 )
 
 func newDemoCmd(a *app) *cobra.Command {
@@ -41,6 +42,8 @@ func newDemoCmd(a *app) *cobra.Command {
   4. albctl serve with DNS, a probe of the echo method through the listener by name, and a
      burst of calls counted per server against its weight
   5. one backend stopped, and the health check taking it out of rotation
+  6. a canary release: a second server group with one echo server, a rule sending 10% of the
+     echo service's calls to it, and one sending it every call that carries x-canary: 1
 
 It exits 0 when every step did what it should, and non-zero naming the step that did not.
 With --keep, everything stays up and demo prints how to try it by hand, until Ctrl-C.`,
@@ -77,7 +80,10 @@ type demo struct {
 	procs   map[string]*exec.Cmd
 	ports   struct{ listener, dns int }
 	servers []demoServer
+	canary  demoServer
 	admin   string
+	// listenerID is the listener's, once the canary step has looked it up.
+	listenerID string
 }
 
 type demoServer struct {
@@ -101,7 +107,7 @@ func newDemo(cmd *cobra.Command, a *app) (*demo, error) {
 		d.tempDir = true
 		a.statePath = filepath.Join(d.dir, "state.json")
 	}
-	ports, err := freePorts(5)
+	ports, err := freePorts(6)
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +115,7 @@ func newDemo(cmd *cobra.Command, a *app) (*demo, error) {
 	for i, w := range []int{100, 100, 50} {
 		d.servers = append(d.servers, demoServer{name: fmt.Sprintf("b%d", i+1), addr: fmt.Sprintf("127.0.0.1:%d", ports[2+i]), weight: w})
 	}
+	d.canary = demoServer{name: "canary", addr: fmt.Sprintf("127.0.0.1:%d", ports[5]), weight: 100}
 	return d, nil
 }
 
@@ -210,13 +217,85 @@ func (d *demo) run() error {
 	if err := d.stop(stopped.name); err != nil {
 		return err
 	}
-	if err := d.waitState(stopped.addr, "unhealthy", 15*time.Second); err != nil {
+	if err := d.waitState("grpc-backends", stopped.addr, "unhealthy", 15*time.Second); err != nil {
 		return err
 	}
 	if err := d.albctl("servergroup", "health", "grpc-backends"); err != nil {
 		return err
 	}
-	return d.burst(100, &stopped)
+	if err := d.burst(100, &stopped); err != nil {
+		return err
+	}
+	return d.canaryRelease()
+}
+
+// canaryRelease adds a canary group and the rules that send it 10% of the echo calls and every
+// call with x-canary: 1, and counts both.
+func (d *demo) canaryRelease() error {
+	d.section("6. Canary release: 10% of the echo service to a canary group, and every call with x-canary: 1")
+	c := d.canary
+	if err := d.start(c.name, "echo-server", "--listen", c.addr, "--name", c.name); err != nil {
+		return err
+	}
+	if err := waitTCP(c.addr, 10*time.Second); err != nil {
+		return fmt.Errorf("demo step failed: echo server %s did not start: %v (log: %s)", c.name, err, d.logPath(c.name))
+	}
+	var listeners []struct{ ID string }
+	if err := d.albctlJSON(&listeners, "listener", "list", "-o", "json"); err != nil {
+		return err
+	}
+	if len(listeners) != 1 {
+		return fmt.Errorf("demo step failed: %d listeners, want the one demo made", len(listeners))
+	}
+	lsn := listeners[0].ID
+	d.listenerID = lsn
+	for _, step := range [][]string{
+		{"servergroup", "create", "--name", "canary", "--protocol", "gRPC", "--health-check-codes", "12",
+			"--health-check-interval", "1s", "--healthy-threshold", "2", "--unhealthy-threshold", "2"},
+		{"servergroup", "add-servers", "canary", "--server", c.addr},
+		{"rule", "create", "--listener", lsn, "--priority", "10", "--name", "canary-pin",
+			"--match", "header:x-canary=1", "--forward", "canary"},
+		{"rule", "create", "--listener", lsn, "--priority", "20", "--name", "canary-split",
+			"--match", "grpc-service=albctl.echo.v1.Echo", "--forward", "grpc-backends=90,canary=10"},
+		{"rule", "list"},
+	} {
+		if err := d.albctl(step...); err != nil {
+			return err
+		}
+	}
+	if err := d.waitState("canary", c.addr, "healthy", 15*time.Second); err != nil {
+		return err
+	}
+	split, failed, err := d.callCounts(500)
+	if err != nil {
+		return err
+	}
+	pinned, failedPinned, err := d.callCounts(50, "x-canary", "1")
+	if err != nil {
+		return err
+	}
+	d.say("\n# 500 calls, then 50 calls with x-canary: 1:")
+	t := table{header: []string{"CALLS", "RULE", "CANARY", "OTHERS", "EXPECTED CANARY", "FAILED"}}
+	t.rows = append(t.rows,
+		[]string{"500", "canary-split (90/10)", itoa(split[c.name]), itoa(500 - split[c.name] - failed), "50", itoa(failed)},
+		[]string{"50 with x-canary: 1", "canary-pin", itoa(pinned[c.name]), itoa(50 - pinned[c.name] - failedPinned), "50", itoa(failedPinned)})
+	if err := t.render(d.out, true); err != nil {
+		return err
+	}
+	var problems []string
+	if got := split[c.name]; got < 40 || got > 60 {
+		problems = append(problems, fmt.Sprintf("the canary answered %d of 500 calls, expected about 50", got))
+	}
+	if pinned[c.name] != 50 {
+		problems = append(problems, fmt.Sprintf("the canary answered %d of 50 calls with x-canary: 1, expected all", pinned[c.name]))
+	}
+	if failed+failedPinned > 0 {
+		problems = append(problems, fmt.Sprintf("%d calls failed", failed+failedPinned))
+	}
+	if len(problems) > 0 {
+		return errors.New("demo step failed: " + strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // keep leaves everything running and tells the user what to try, until a signal.
@@ -231,7 +310,7 @@ Everything is running. In another shell:
   dig @127.0.0.1 -p %d grpc.example.test
   albctl servergroup update-servers grpc-backends --server %s,weight=0
 serve's log, with one line per call: %s
-Press Ctrl-C to stop everything.`, shellQuote(d.a.statePath), port, port, d.ports.dns, d.servers[0].addr, d.logPath("serve"))
+Press Ctrl-C to stop everything.`, shellQuote(d.a.statePath), port, port, d.listenerID, d.ports.dns, d.servers[0].addr, d.logPath("serve"))
 	ctx, stop := signal.NotifyContext(d.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
@@ -336,14 +415,14 @@ func (d *demo) waitServe() error {
 // waitHealthy waits until the health checks have passed every running server.
 func (d *demo) waitHealthy() error {
 	for _, s := range d.servers {
-		if err := d.waitState(s.addr, "healthy", 15*time.Second); err != nil {
+		if err := d.waitState("grpc-backends", s.addr, "healthy", 15*time.Second); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (d *demo) waitState(addr, want string, within time.Duration) error {
+func (d *demo) waitState(group, addr, want string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	start := time.Now()
 	for {
@@ -351,7 +430,7 @@ func (d *demo) waitState(addr, want string, within time.Duration) error {
 			Servers []struct{ Addr, State, Reason string } `json:"servers"`
 		}
 		var out bytes.Buffer
-		code := Main(d.ctx, []string{"--state", d.a.statePath, "servergroup", "health", "grpc-backends", "-o", "json"},
+		code := Main(d.ctx, []string{"--state", d.a.statePath, "servergroup", "health", group, "-o", "json"},
 			IOStreams{In: d.a.io.In, Out: &out, ErrOut: io.Discard})
 		if code == ExitOK && json.Unmarshal(out.Bytes(), &gs) == nil {
 			for _, s := range gs.Servers {
@@ -362,7 +441,7 @@ func (d *demo) waitState(addr, want string, within time.Duration) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("demo step failed: %s did not become %s within %v (see 'albctl servergroup health grpc-backends')", addr, want, within)
+			return fmt.Errorf("demo step failed: %s did not become %s within %v (see 'albctl servergroup health %s')", addr, want, within, group)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -373,29 +452,9 @@ func (d *demo) waitState(addr, want string, within time.Duration) error {
 // no call may fail; a stopped server must get none.
 func (d *demo) burst(n int, stopped *demoServer) error {
 	d.say("\n# %d calls to albctl.echo.v1.Echo/UnaryEcho over one connection, TLS verified with albctl's CA:", n)
-	pool := x509.NewCertPool()
-	caPEM, err := os.ReadFile(caPath(d.a.statePath))
+	got, failed, err := d.callCounts(n)
 	if err != nil {
 		return err
-	}
-	pool.AppendCertsFromPEM(caPEM)
-	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})
-	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", d.ports.listener), grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	client := echopb.NewEchoClient(cc)
-	got, failed := map[string]int{}, 0
-	for range n {
-		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-		resp, err := client.UnaryEcho(ctx, &echopb.EchoRequest{Message: "burst"})
-		cancel()
-		if err != nil {
-			failed++
-			continue
-		}
-		got[resp.Server]++
 	}
 	totalWeight := 0
 	for _, s := range d.servers {
@@ -426,6 +485,36 @@ func (d *demo) burst(n int, stopped *demoServer) error {
 		return errors.New("demo step failed: " + strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// callCounts makes n calls with the metadata md over one connection, TLS verified with
+// albctl's CA, and counts them by the server that answered, and those that failed.
+func (d *demo) callCounts(n int, md ...string) (map[string]int, int, error) {
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(caPath(d.a.statePath))
+	if err != nil {
+		return nil, 0, err
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})
+	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", d.ports.listener), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cc.Close()
+	client := echopb.NewEchoClient(cc)
+	got, failed := map[string]int{}, 0
+	for range n {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(d.ctx, md...), 5*time.Second)
+		resp, err := client.UnaryEcho(ctx, &echopb.EchoRequest{Message: "burst"})
+		cancel()
+		if err != nil {
+			failed++
+			continue
+		}
+		got[resp.Server]++
+	}
+	return got, failed, nil
 }
 
 // shellJoin writes args as a shell would need them typed.

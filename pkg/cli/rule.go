@@ -30,7 +30,7 @@ goes to the listener's server group.`,
 		}
 	}
 	printFound := func(r state.Rule) error { return a.printRule(found, r) }
-	cmd.AddCommand(newRuleCreateCmd(a), newRuleListCmd(a), newRuleUpdateCmd(a),
+	cmd.AddCommand(newRuleCreateCmd(a), newRuleListCmd(a), newRuleUpdateCmd(a), newRuleExplainCmd(a),
 		newGetCmd(a, "RULE", "Show a rule, by ID or name", "  albctl rule get canary-split\n  albctl rule get canary-split -o json",
 			ruleRefs, keep((*state.State).Rule), printFound),
 		newDeleteCmd(a, "RULE", "Delete a rule", "  albctl rule delete canary-split",

@@ -1,43 +1,17 @@
 package cli
 
 import (
-	"bytes"
-	"context"
-	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/albctl/albctl/pkg/state"
-	"github.com/spf13/cobra"
 )
 
 // runExplain runs 'albctl rule explain' under a root of its own, with the global flags it
 // uses: root.go registers the command under 'albctl rule'.
 func runExplain(t *testing.T, statePath string, args ...string) result {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	a := &app{io: IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, now: time.Now}
-	root := &cobra.Command{Use: "albctl", SilenceErrors: true, SilenceUsage: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.applySettings(cmd) }}
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{Err: err} })
-	flags := root.PersistentFlags()
-	flags.StringVar(&a.statePath, "state", "", "")
-	flags.StringVarP(&a.output, "output", "o", "table", "")
-	flags.StringVar(&a.admin, "admin", "", "")
-	flags.StringVar(&a.configFile, "config", "", "")
-	rule := &cobra.Command{Use: "rule"}
-	rule.AddCommand(newRuleExplainCmd(a))
-	root.AddCommand(rule)
-	root.SetArgs(append([]string{"--state", statePath, "rule", "explain"}, args...))
-	code := ExitOK
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		code = exitCode(err)
-		fmt.Fprintf(&errOut, "Error: %s\n", describe(err))
-	}
-	return result{out: out.String(), err: errOut.String(), code: code}
+	return run(t, statePath, append([]string{"rule", "explain"}, args...)...)
 }
 
 // explanation is rule explain's JSON, as a script reads it.
