@@ -2,6 +2,7 @@ package state
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -174,7 +175,33 @@ func (s *State) UpdateServerGroup(ref string, change func(*ServerGroup) error) (
 			}
 		}
 	}
+	if err := s.checkRulesStillFit("server group "+sg.Name, func(r *Rule) bool {
+		l, err := s.Listener(r.ListenerID)
+		return r.forwardsTo(sg.ID) || err == nil && l.ServerGroupID == sg.ID
+	}); err != nil {
+		*sg = old
+		return nil, err
+	}
 	return sg, nil
+}
+
+// checkRulesStillFit validates the rules a change to what touches them: a rule that no longer
+// fits is the change's fault, so the error names the rule rather than the rule's own flags.
+func (s *State) checkRulesStillFit(what string, touched func(*Rule) bool) error {
+	for i := range s.Rules {
+		r := &s.Rules[i]
+		if !touched(r) {
+			continue
+		}
+		if err := r.validate(s); err != nil {
+			var ie *InvalidError
+			if errors.As(err, &ie) {
+				err = errors.New(ie.Rule)
+			}
+			return conflict("rule %s would no longer fit after this change to %s: %v ('albctl rule update %s' or 'albctl rule delete %s' first)", r.Label(), what, err, r.Label(), r.Label())
+		}
+	}
+	return nil
 }
 
 // AddServers adds servers to a group; a server already in the group is refused.
@@ -323,7 +350,12 @@ func (s *State) UpdateListener(ref string, change func(*Listener) error) (*Liste
 	if err := updated.validate(s); err != nil {
 		return nil, err
 	}
+	old := *l
 	*l = updated
+	if err := s.checkRulesStillFit("listener "+l.ID, func(r *Rule) bool { return r.ListenerID == l.ID }); err != nil {
+		*l = old
+		return nil, err
+	}
 	return l, nil
 }
 

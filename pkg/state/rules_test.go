@@ -94,6 +94,29 @@ func TestRuleLifecycle(t *testing.T) {
 	}
 }
 
+// TestChangesThatBreakARule refuses a change to a group or listener that would leave a rule
+// forwarding where it cannot, and names the rule.
+func TestChangesThatBreakARule(t *testing.T) {
+	s, grpcL, _ := ruleScenario(t)
+	r := serviceRule(grpcL, 20)
+	r.Name = "canary-split"
+	if _, err := s.CreateRule(r); err != nil {
+		t.Fatal(err)
+	}
+	var conflicting *ConflictError
+	_, err := s.UpdateServerGroup("canary", func(sg *ServerGroup) error {
+		sg.Protocol = ProtocolHTTP
+		sg.HealthCheck.SetProtocolDefaults(ProtocolHTTP)
+		return nil
+	})
+	if !errors.As(err, &conflicting) || !strings.Contains(err.Error(), "rule canary-split would no longer fit after this change to server group canary") {
+		t.Fatalf("turning a rule's gRPC group to HTTP: %v", err)
+	}
+	if sg, _ := s.ServerGroup("canary"); sg.Protocol != ProtocolGRPC {
+		t.Fatal("the refused change was kept")
+	}
+}
+
 // withCondition gives a rule the one condition c.
 func withCondition(c RuleCondition) func(r *Rule) {
 	return func(r *Rule) { r.Conditions = []RuleCondition{c} }

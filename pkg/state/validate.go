@@ -139,7 +139,7 @@ func (sg *ServerGroup) validateScheduler() error {
 	uch := sg.UCHConfig
 	switch {
 	case sg.Scheduler != SchedulerUCH && uch != nil:
-		return invalid("uchConfig", uch.Type+":"+uch.Key, "a hash key applies only to the uch scheduler")
+		return invalid("uchConfig", FormatUCHKey(uch), "a hash key applies only to the uch scheduler")
 	case sg.Scheduler != SchedulerUCH:
 		return nil
 	case uch == nil:
