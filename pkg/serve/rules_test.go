@@ -39,7 +39,7 @@ func TestRulesFromTheStateFile(t *testing.T) {
 		}
 		// Created first, tried second.
 		if _, err := s.CreateRule(state.Rule{Name: "retired", ListenerID: listenerID, Priority: 20,
-			Conditions: []state.RuleCondition{{Type: state.CondPath, Values: []string{"/albctl.echo.v1.Echo/*"}}},
+			Conditions:    []state.RuleCondition{{Type: state.CondPath, Values: []string{"/albctl.echo.v1.Echo/*"}}},
 			FixedResponse: &state.FixedResponse{GRPCStatus: new(int(codes.Unimplemented)), Message: "retired"}}); err != nil {
 			return err
 		}
