@@ -80,7 +80,10 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	if idle <= 0 {
 		idle = 15 * time.Second
 	}
-	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, Rules: rules, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
+	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
+	if len(rules) > 0 {
+		rt.Rules = route.NewRules(rules)
+	}
 	if _, port, err := net.SplitHostPort(l.Addr()); err == nil {
 		rt.ForwardedPort = []string{port}
 	}

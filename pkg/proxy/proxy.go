@@ -668,7 +668,7 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 	fmt.Fprintln(bw, "# HELP albctl_proxy_rule_limited_total Calls refused by a rule's traffic limit (RESOURCE_EXHAUSTED, or 503 for HTTP).")
 	fmt.Fprintln(bw, "# TYPE albctl_proxy_rule_limited_total counter")
 	for _, l := range p.sortedListeners() {
-		for _, r := range l.route().Rules {
+		for _, r := range l.route().Rules.All() {
 			if r.Limit != nil {
 				fmt.Fprintf(bw, "albctl_proxy_rule_limited_total{listener=%s,rule=%s} %d\n", strconv.Quote(l.id), strconv.Quote(r.Label), r.Limit.Denied.Load())
 			}

@@ -457,8 +457,8 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 func (s *fcall) choose(hb *headerBlock, method, path string) {
 	g := s.rt.Group
 	req := route.Request{Path: path, Host: hb.pseudo(":authority"), Method: method, Source: s.fc.sourceIP, Header: hb}
-	if len(s.rt.Rules) > 0 {
-		if s.rule = route.Match(s.rt.Rules, &req); s.rule != nil && s.rule.Fixed == nil {
+	if s.rt.Rules != nil {
+		if s.rule = s.rt.Rules.Match(&req); s.rule != nil && s.rule.Fixed == nil {
 			g = s.rule.Group()
 		}
 	}

@@ -173,7 +173,7 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	changes := route.NewRule("changes", every, []route.Target{{Group: g, Weight: 100}}, nil)
 	changes.Insert, changes.Remove = []route.Field{{Name: "x-fuzz", Value: "1"}}, []string{"user-agent"}
 	changes.Limit = route.NewLimiter(1000000, 100000)
-	rules := []*route.Rule{route.NewRule("fixed", fixed, nil, &route.Fixed{GRPCStatus: codeUnavailable, Message: "fixed"}), changes}
+	rules := route.NewRules([]*route.Rule{route.NewRule("fixed", fixed, nil, &route.Fixed{GRPCStatus: codeUnavailable, Message: "fixed"}), changes})
 	for i := range h.routes {
 		rt := *h.normal
 		rt.Rules = rules

@@ -28,7 +28,9 @@ type Condition struct {
 	Sources []netip.Prefix
 }
 
-// Request is what rules match a call on.
+// Request is what rules match a call on. Matching keeps what it found of
+// the fields, so a Request describes one call and is not changed once
+// matched.
 type Request struct {
 	Path   string // as sent, the query included
 	Host   string // the authority, a port included or not
@@ -39,6 +41,10 @@ type Request struct {
 	// path and host without query and port, found once for all rules.
 	path, host string
 	ready      bool
+	// The first value of the header field last looked up, and whether it
+	// has more: rules often test one field in turn.
+	lastName, lastValue string
+	lastOK, lastMore    bool
 }
 
 func (r *Request) prepare() {
@@ -220,6 +226,20 @@ func (c *cond) any(s string) bool {
 
 func header(r *Request, name string, i int) (string, bool) {
 	if r.Header == nil {
+		return "", false
+	}
+	if name != r.lastName || r.lastName == "" {
+		r.lastName = name
+		r.lastValue, r.lastOK = r.Header.Value(name, 0)
+		r.lastMore = false
+		if r.lastOK {
+			_, r.lastMore = r.Header.Value(name, 1)
+		}
+	}
+	switch {
+	case i == 0:
+		return r.lastValue, r.lastOK
+	case !r.lastMore:
 		return "", false
 	}
 	return r.Header.Value(name, i)

@@ -100,7 +100,7 @@ func TestAllConditionsMustHold(t *testing.T) {
 	if got := m.Seen(req, 1); got != `header x-canary "0"` {
 		t.Fatalf("seen %q", got)
 	}
-	req.Header = fields{"x-canary": {"1"}}
+	req = &Request{Path: "/pkg.Billing/Charge", Header: fields{"x-canary": {"1"}}}
 	if i := m.FirstMismatch(req); i != -1 {
 		t.Fatalf("first mismatch %d, want none", i)
 	}
@@ -151,31 +151,93 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
-// BenchmarkMatch100Rules matches a call against 100 rules of a path and a
-// header condition each, the one it meets last.
-func BenchmarkMatch100Rules(b *testing.B) {
+func TestRulesIndexKeepsPriorityOrder(t *testing.T) {
+	rule := func(label string, conds ...Condition) *Rule {
+		m, err := Compile(conds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewRule(label, m, []Target{{NewGroup("g"), 100}}, nil)
+	}
+	rules := NewRules([]*Rule{
+		rule("pinned", Condition{Type: CondHeader, Key: "x-canary", Values: []string{"1"}}),
+		rule("billing", Condition{Type: CondPath, Values: []string{"/pkg.Billing/*", "/pkg.Orders/Get"}}),
+		rule("any-get", Condition{Type: CondPath, Values: []string{"/*/Get"}}),
+		rule("svc-wild", Condition{Type: CondPath, Values: []string{"/pkg.B?lling/*"}}),
+		rule("orders", Condition{Type: CondPath, Values: []string{"/pkg.Orders/*"}}),
+		rule("all", Condition{Type: CondPath, Values: []string{"/*"}}),
+	})
+	for _, c := range []struct {
+		path, canary, want string
+	}{
+		{"/pkg.Billing/Charge", "1", "pinned"},
+		{"/pkg.Billing/Charge", "", "billing"},
+		{"/pkg.Orders/Get", "", "billing"},
+		{"/pkg.Users/Get", "", "any-get"},
+		{"/pkg.Bolling/Charge", "", "svc-wild"},
+		{"/pkg.Orders/List?x=1", "", "orders"},
+		{"/pkg.Users/List", "", "all"},
+		{"/", "", "all"},
+	} {
+		h := fields{}
+		if c.canary != "" {
+			h["x-canary"] = []string{c.canary}
+		}
+		got := rules.Match(&Request{Path: c.path, Header: h})
+		if got == nil || got.Label != c.want {
+			t.Errorf("%s (x-canary %q) met %v, want %s", c.path, c.canary, got, c.want)
+		}
+	}
+	var none *Rules
+	if none.Match(&Request{Path: "/a/b"}) != nil || none.All() != nil {
+		t.Fatal("no rules matched a call")
+	}
+}
+
+// benchRules makes 100 rules whose conditions the call meets only in the
+// last; cond gives rule i's first condition.
+func benchRules(b *testing.B, cond func(i int) Condition) *Rules {
 	var rules []*Rule
 	for i := 0; i < 100; i++ {
-		svc := fmt.Sprintf("/pkg.Service%d/*", i)
-		if i == 99 {
-			svc = "/pkg.Billing/*"
-		}
-		m, err := Compile([]Condition{
-			{Type: CondPath, Values: []string{svc}},
-			{Type: CondHeader, Key: "x-canary", Values: []string{"1"}},
-		})
+		m, err := Compile([]Condition{cond(i), {Type: CondHeader, Key: "x-canary", Values: []string{"1"}}})
 		if err != nil {
 			b.Fatal(err)
 		}
 		rules = append(rules, NewRule(fmt.Sprint(i), m, []Target{{NewGroup("g"), 100}}, nil))
 	}
-	req := &Request{Path: "/pkg.Billing/Charge", Host: "api.example.test", Method: "POST",
-		Header: fields{"content-type": {"application/grpc"}, "x-canary": {"1"}, "user-agent": {"grpc-go/1.70"}}}
+	return NewRules(rules)
+}
+
+func benchMatch(b *testing.B, rules *Rules) {
+	req := Request{Path: "/pkg.Billing/Charge", Host: "api.example.test", Method: "POST",
+		Header: fields{"content-type": {"application/grpc"}, "x-canary": {"1"}, "user-agent": {"grpc-go/1.70"}, "x-tenant": {"t99"}}}
+	last := rules.All()[99]
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if Match(rules, req) != rules[99] {
+		r := req
+		if rules.Match(&r) != last {
 			b.Fatal("wrong rule")
 		}
 	}
+}
+
+// BenchmarkMatch100Rules matches a call against 100 rules of a service
+// each (and a header), the call's own last: the index skips the others.
+func BenchmarkMatch100Rules(b *testing.B) {
+	benchMatch(b, benchRules(b, func(i int) Condition {
+		svc := fmt.Sprintf("/pkg.Service%d/*", i)
+		if i == 99 {
+			svc = "/pkg.Billing/*"
+		}
+		return Condition{Type: CondPath, Values: []string{svc}}
+	}))
+}
+
+// BenchmarkMatch100HeaderRules matches a call against 100 rules that name
+// no service, so each is tried: the worst case.
+func BenchmarkMatch100HeaderRules(b *testing.B) {
+	benchMatch(b, benchRules(b, func(i int) Condition {
+		return Condition{Type: CondHeader, Key: "x-tenant", Values: []string{fmt.Sprint("t", i)}}
+	}))
 }

@@ -16,8 +16,8 @@ type Route struct {
 	// Group takes the calls no rule matches.
 	Group *Group
 	// Rules are tried in order; the first a call meets decides where it
-	// goes.
-	Rules []*Rule
+	// goes. Nil if the listener has none.
+	Rules *Rules
 	// RequestTimeout bounds the wait for a server's response headers; 0
 	// means no limit.
 	RequestTimeout time.Duration

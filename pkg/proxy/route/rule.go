@@ -2,6 +2,7 @@ package route
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +14,7 @@ type Rule struct {
 	// Label names the rule in the access log and metrics: its name, or
 	// its ID.
 	Label string
-	*Matcher
+	Matcher
 	// Fixed, if set, answers the call at the load balancer; otherwise the
 	// call goes to one of targets.
 	Fixed   *Fixed
@@ -53,7 +54,7 @@ type Field struct {
 // NewRule makes a rule of compiled conditions. Targets must have weights
 // adding up to more than 0 unless the rule answers with fixed.
 func NewRule(label string, m *Matcher, targets []Target, fixed *Fixed) *Rule {
-	r := &Rule{Label: label, Matcher: m, Fixed: fixed, targets: targets}
+	r := &Rule{Label: label, Matcher: *m, Fixed: fixed, targets: targets}
 	for _, t := range targets {
 		r.total += uint64(t.Weight)
 	}
@@ -102,11 +103,111 @@ func (r *Rule) Group() *Group {
 // Targets returns the rule's server groups and weights.
 func (r *Rule) Targets() []Target { return r.targets }
 
-// Match returns the first of rules the request meets, or nil.
-func Match(rules []*Rule, req *Request) *Rule {
+// Rules are a listener's rules in the order they are tried, indexed by the
+// gRPC service their path conditions name: a call is matched only against
+// the rules of its own service and those that name none, so a listener of
+// many services' rules costs a call no more than one of a few.
+type Rules struct {
+	all []*Rule
+	// bySvc lists, by service (a path's first segment), the positions in
+	// all of the rules bound to it; rest those bound to none.
+	bySvc map[string][]int
+	rest  []int
+}
+
+// NewRules indexes rules, given in the order they are tried.
+func NewRules(rules []*Rule) *Rules {
+	t := &Rules{all: rules, bySvc: map[string][]int{}}
+	for i, r := range rules {
+		svcs := r.services()
+		if svcs == nil {
+			t.rest = append(t.rest, i)
+		}
+		for _, svc := range svcs {
+			if l := t.bySvc[svc]; len(l) == 0 || l[len(l)-1] != i {
+				t.bySvc[svc] = append(l, i)
+			}
+		}
+	}
+	return t
+}
+
+// services returns the services a call must be of to meet the rule: those
+// of its first path condition whose every value starts with a literal
+// "/service/". Nil means the rule is not bound to services.
+func (r *Rule) services() []string {
+	for _, c := range r.conds {
+		if c.kind != kindPath {
+			continue
+		}
+		var svcs []string
+		for _, p := range c.patterns {
+			literal := p.text
+			if p.wild {
+				literal = p.prefix
+			}
+			svc, ok := serviceOf(literal)
+			if !ok {
+				svcs = nil
+				break
+			}
+			svcs = append(svcs, svc)
+		}
+		if svcs != nil {
+			return svcs
+		}
+	}
+	return nil
+}
+
+// serviceOf returns the first segment of a path that has a second: "svc"
+// of "/svc/Method".
+func serviceOf(path string) (string, bool) {
+	if len(path) < 2 || path[0] != '/' {
+		return "", false
+	}
+	j := strings.IndexByte(path[1:], '/')
+	if j < 0 {
+		return "", false
+	}
+	return path[1 : 1+j], true
+}
+
+// All returns the rules in the order they are tried.
+func (t *Rules) All() []*Rule {
+	if t == nil {
+		return nil
+	}
+	return t.all
+}
+
+// Match returns the first rule the request meets, or nil.
+func (t *Rules) Match(req *Request) *Rule {
+	if t == nil {
+		return nil
+	}
 	req.prepare()
-	for _, r := range rules {
-		if r.Matcher.match(req) {
+	var bound []int
+	if svc, ok := serviceOf(req.path); ok {
+		bound = t.bySvc[svc]
+	}
+	rest := t.rest
+	if len(bound) == 0 {
+		for _, i := range rest {
+			if r := t.all[i]; r.Matcher.match(req) {
+				return r
+			}
+		}
+		return nil
+	}
+	for len(bound) > 0 || len(rest) > 0 {
+		var i int
+		if len(rest) == 0 || len(bound) > 0 && bound[0] < rest[0] {
+			i, bound = bound[0], bound[1:]
+		} else {
+			i, rest = rest[0], rest[1:]
+		}
+		if r := t.all[i]; r.Matcher.match(req) {
 			return r
 		}
 	}

@@ -84,7 +84,7 @@ func (call *webCall) choose(r *http.Request) {
 	call.source, _ = netip.ParseAddr(source)
 	req := route.Request{Path: r.URL.RequestURI(), Host: r.Host, Method: r.Method, Source: call.source, Header: httpHeader(r.Header)}
 	g := call.rt.Group
-	if call.rule = route.Match(call.rt.Rules, &req); call.rule != nil && call.rule.Fixed == nil {
+	if call.rule = call.rt.Rules.Match(&req); call.rule != nil && call.rule.Fixed == nil {
 		g = call.rule.Group()
 	}
 	call.group, call.gs = g, g.State()
