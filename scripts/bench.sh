@@ -63,6 +63,8 @@
 #                    (default 0.5)
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_CLIENTS    clients to run, in order (default "grpc-go h2load")
+#   BENCH_WORKLOADS  workloads to run (default all four, as listed above)
+#   BENCH_TARGETS    targets to run (default "direct albctl rules nginx haproxy")
 #   BENCH_PORT_BASE  first of 7 consecutive ports on 127.0.0.1 (default 19400)
 #   BENCH_KEEP=1     keep the work directory (logs, configs, raw results)
 # With the defaults a run takes about five minutes; progress goes to stderr.
@@ -73,6 +75,8 @@ duration=${BENCH_DURATION:-2.5}
 warmup=${BENCH_WARMUP:-0.5}
 rounds=${BENCH_ROUNDS:-3}
 read -r -a clients <<<"${BENCH_CLIENTS:-grpc-go h2load}"
+read -r -a workloads <<<"${BENCH_WORKLOADS:-unary-c50 unary-c1 bidi-c10 sstream-c10}"
+read -r -a targets <<<"${BENCH_TARGETS:-direct albctl rules nginx haproxy}"
 base=${BENCH_PORT_BASE:-19400}
 backend1=$base backend2=$((base + 1)) port_albctl=$((base + 2)) port_nginx=$((base + 3))
 port_haproxy=$((base + 4)) port_admin=$((base + 5)) port_rules=$((base + 6))
@@ -92,6 +96,18 @@ warmup_ms=$(ms "$warmup")
 for c in "${clients[@]}"; do
 	[[ $c == grpc-go || $c == h2load ]] || {
 		echo "bench: unknown client $c in BENCH_CLIENTS (grpc-go, h2load)" >&2
+		exit 2
+	}
+done
+for w in "${workloads[@]}"; do
+	[[ " unary-c50 unary-c1 bidi-c10 sstream-c10 " == *" $w "* ]] || {
+		echo "bench: unknown workload $w in BENCH_WORKLOADS (unary-c50, unary-c1, bidi-c10, sstream-c10)" >&2
+		exit 2
+	}
+done
+for t in "${targets[@]}"; do
+	[[ " direct albctl rules nginx haproxy " == *" $t "* ]] || {
+		echo "bench: unknown target $t in BENCH_TARGETS (direct, albctl, rules, nginx, haproxy)" >&2
 		exit 2
 	}
 done
@@ -264,7 +280,6 @@ workload() {
 	sstream-c10) kind=server-stream conns=1 inflight=10 ;;
 	esac
 }
-workloads=(unary-c50 unary-c1 bidi-c10 sstream-c10)
 
 # per_call TICKS CALLS: CPU microseconds per call.
 per_call() {
@@ -312,7 +327,6 @@ measure_h2load() {
 
 results=$work/results.txt
 : >"$results"
-targets=(direct albctl rules nginx haproxy)
 total_runs=$((rounds * ${#clients[@]} * ${#workloads[@]} * ${#targets[@]}))
 runs_done=0
 started=$SECONDS

@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -11,6 +13,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/albctl/albctl/pkg/proxy/obs"
+	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
 // The benchmarks run each workload directly against a grpc-go server (h2c)
@@ -181,3 +186,38 @@ func processCPU() time.Duration {
 }
 
 func procs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkRules is BenchmarkUnary1KiBC50 through a listener without rules
+// and through one with 100, each a service and a header, of which the calls
+// meet the last: the data plane's cost of rules.
+func BenchmarkRules(b *testing.B) {
+	req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 1024)}}
+	be := startBackend(b, "b1")
+	for _, n := range []int{0, 100} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			cfg := testConfig(b, GroupConfig{Servers: servers(100, be)})
+			for i := 1; i <= n; i++ {
+				svc := fmt.Sprintf("/bench.Service%d/*", i)
+				if i == n {
+					svc = "/grpc.testing.TestService/*"
+				}
+				cfg.Listeners[0].Rules = append(cfg.Listeners[0].Rules, RuleConfig{ID: fmt.Sprint("rule-", i), Label: fmt.Sprint("rule-", i),
+					Conditions: []Condition{{Type: route.CondPath, Values: []string{svc}}, {Type: route.CondHeader, Key: "te", Values: []string{"trailers"}}},
+					Forward:    []WeightedGroup{{GroupID: "sgp-test", Weight: 100}}})
+			}
+			// The access log on, as serve runs by default.
+			log, err := obs.OpenAccessLog(filepath.Join(b.TempDir(), "access.log"), obs.FormatText, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { log.Close() })
+			_, addr := startProxy(b, Options{AccessLog: log}, cfg)
+			client := dial(b, addr)
+			b.SetParallelism(max(1, 50/procs()))
+			runParallel(b, func() error {
+				_, err := client.UnaryCall(context.Background(), req)
+				return err
+			})
+		})
+	}
+}
