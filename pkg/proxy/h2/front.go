@@ -436,8 +436,8 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		}
 		out = append(out, hf)
 	}
-	if s.rule != nil {
-		out = changeFields(out, s.rule.Insert, s.rule.Remove)
+	if r := s.rule; r != nil && len(r.Insert)+len(r.Remove) > 0 {
+		out = changeFields(out, r.Insert, r.Remove)
 	}
 	source := s.fc.source
 	if len(xff) > 0 {
