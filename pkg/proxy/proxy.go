@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +62,21 @@ type ListenerConfig struct {
 	RequestTimeout time.Duration
 	// Rules are tried in order; a call no rule matches goes to GroupID.
 	Rules []RuleConfig
+	// TLS is the listener's TLS security policy.
+	TLS TLSPolicy
+	// ACL, if set, decides at accept which clients may connect.
+	ACL *ACL
+	// ClientCAs, if set, verify client certificates (mutual TLS); a client
+	// must present one if RequireClientCert is set.
+	ClientCAs         *x509.CertPool
+	RequireClientCert bool
+	// ClientCertHeaders, if set, pass a verified client certificate's
+	// details to the servers.
+	ClientCertHeaders *ClientCertHeaders
 }
+
+// ClientCertHeaders name the headers of a verified client certificate.
+type ClientCertHeaders = route.ClientCertHeaders
 
 // RuleConfig is a forwarding rule: calls that meet every condition are
 // forwarded to Forward's groups by weight, or answered with Fixed.

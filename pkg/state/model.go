@@ -20,6 +20,10 @@ type State struct {
 	Records       []Record       `json:"records"`
 	// Rules are the listeners' forwarding rules; older documents have none.
 	Rules []Rule `json:"rules,omitempty"`
+	// ACLs are access control lists listeners admit or refuse clients by.
+	ACLs []ACL `json:"acls,omitempty"`
+	// TLSPolicies are the user's own TLS security policies, beside the system ones.
+	TLSPolicies []TLSPolicy `json:"tlsPolicies,omitempty"`
 	// CA is albctl's local certificate authority, created on first use by `cert create`.
 	CA *CA `json:"ca,omitempty"`
 }
@@ -138,6 +142,20 @@ type Listener struct {
 	ServerGroupID            string   `json:"serverGroupId"`
 	IdleTimeout              Duration `json:"idleTimeout"`
 	RequestTimeout           Duration `json:"requestTimeout"`
+	// TLSPolicy names the HTTPS listener's TLS security policy, a system or a custom one;
+	// empty (older documents) is DefaultTLSPolicy.
+	TLSPolicy string `json:"tlsPolicy,omitempty"`
+	// ACLType (ACLWhite or ACLBlack) says whether the listener admits only the clients its
+	// ACLs list or refuses them; set with ACLIDs (at most MaxListenerACLs).
+	ACLType string   `json:"aclType,omitempty"`
+	ACLIDs  []string `json:"aclIds,omitempty"`
+	// ClientCAID names the CA certificate that client certificates must chain to, for mutual
+	// TLS; ClientAuth is ClientAuthRequire or ClientAuthVerifyIfGiven then.
+	ClientCAID string `json:"clientCaId,omitempty"`
+	ClientAuth string `json:"clientAuth,omitempty"`
+	// ForwardClientCert, if set, passes the verified client certificate's details to the
+	// servers in these request headers.
+	ForwardClientCert *ClientCertHeaders `json:"forwardClientCert,omitempty"`
 }
 
 // Domain is a DNS zone the user claims, proven by a TXT record.
