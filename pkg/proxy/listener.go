@@ -42,13 +42,11 @@ type listener struct {
 // listenerState is what Apply can change on a running listener.
 type listenerState struct {
 	cfg   ListenerConfig
-	certs *certSet
 	route *route.Route
+	tls   *tls.Config // nil for a plaintext listener
 
-	// For an HTTP group: the HTTP server, and its TLS configuration unless
-	// the listener is plaintext.
-	web    *web.Front
-	webTLS *tls.Config
+	// For an HTTP group: the HTTP server.
+	web *web.Front
 }
 
 func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
@@ -58,15 +56,37 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 	}
 	l := &listener{p: p, id: lc.ID, addr: lc.Addr, ln: ln, conns: map[net.Conn]struct{}{}}
 	l.h2 = p.h2.NewServer(l.route)
+	// Each handshake takes the configuration Apply last set, so a new policy,
+	// CA or certificate applies to the next connection.
 	l.tlsConfig = &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// Only h2: a client that cannot speak HTTP/2 cannot make gRPC calls.
-		NextProtos: []string{"h2"},
-		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return l.state.Load().certs.get(hello.ServerName), nil
-		},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return l.state.Load().tls, nil },
 	}
 	return l, nil
+}
+
+// tlsConfig is the TLS configuration of a listener's handshakes: its
+// certificates by SNI, its TLS policy and, for mutual TLS, the client CAs.
+// ALPN offers only h2 in front of a gRPC group (a client that cannot speak
+// HTTP/2 cannot make gRPC calls), HTTP/1.1 too in front of an HTTP one.
+func tlsConfig(lc ListenerConfig, certs *certSet, grpc bool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return certs.get(hello.ServerName), nil
+		},
+	}
+	if !grpc {
+		cfg = web.TLSConfig(cfg, lc.HTTP2)
+	}
+	if lc.ClientCAs != nil {
+		cfg.ClientCAs = lc.ClientCAs
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if lc.RequireClientCert {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return cfg
 }
 
 // Addr returns the bound address.
@@ -87,9 +107,13 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	if _, port, err := net.SplitHostPort(l.Addr()); err == nil {
 		rt.ForwardedPort = []string{port}
 	}
-	st := &listenerState{cfg: lc, certs: certs, route: rt}
+	grpc := g.State().Protocol == GroupGRPC
+	st := &listenerState{cfg: lc, route: rt}
+	if len(lc.Certificates) > 0 {
+		st.tls = tlsConfig(lc, certs, grpc)
+	}
 	old := l.state.Load()
-	if g.State().Protocol != GroupGRPC {
+	if !grpc {
 		if old != nil && old.web != nil && old.web.Idle == idle {
 			st.web = old.web
 		} else {
@@ -97,9 +121,6 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 			l.mu.Lock()
 			l.webs = append(l.webs, st.web)
 			l.mu.Unlock()
-		}
-		if len(lc.Certificates) > 0 {
-			st.webTLS = web.TLSConfig(l.tlsConfig, lc.HTTP2)
 		}
 	}
 	l.state.Store(st)
@@ -163,7 +184,11 @@ func (l *listener) serveConn(c net.Conn) {
 	raw := sock.Raw(c)
 	st := l.state.Load()
 	if st.web != nil {
-		st.web.ServeConn(raw, st.webTLS)
+		if st.tls == nil {
+			st.web.ServeConn(raw, nil)
+		} else {
+			st.web.ServeConn(raw, l.tlsConfig)
+		}
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(l.p.opts.HandshakeTimeout))
