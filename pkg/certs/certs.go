@@ -51,6 +51,30 @@ func NewCA(now time.Time) (certPEM, keyPEM string, err error) {
 // Issue signs a server certificate for domains (host names, wildcards or IP addresses) with the
 // CA. The first domain becomes the subject's common name.
 func Issue(caCertPEM, caKeyPEM string, domains []string, now time.Time) (certPEM, keyPEM string, notAfter time.Time, err error) {
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: domains[0]},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, d := range domains {
+		if ip := net.ParseIP(d); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, d)
+		}
+	}
+	return sign(caCertPEM, caKeyPEM, tmpl, now)
+}
+
+// IssueClient signs a client certificate, for mutual TLS, whose subject's common name is name.
+func IssueClient(caCertPEM, caKeyPEM, name string, now time.Time) (certPEM, keyPEM string, notAfter time.Time, err error) {
+	return sign(caCertPEM, caKeyPEM, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name, Organization: []string{"albctl"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, now)
+}
+
+// sign completes a leaf template (serial, validity, key usage) and signs it with the CA.
+func sign(caCertPEM, caKeyPEM string, tmpl *x509.Certificate, now time.Time) (certPEM, keyPEM string, notAfter time.Time, err error) {
 	ca, err := tls.X509KeyPair([]byte(caCertPEM), []byte(caKeyPEM))
 	if err != nil {
 		return "", "", time.Time{}, fmt.Errorf("albctl CA: %w", err)
@@ -63,27 +87,47 @@ func Issue(caCertPEM, caKeyPEM string, domains []string, now time.Time) (certPEM
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: domains[0]},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(LeafValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, d := range domains {
-		if ip := net.ParseIP(d); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, d)
-		}
-	}
+	tmpl.SerialNumber = serial()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(LeafValidity)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, ca.PrivateKey)
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
 	certPEM, keyPEM, err = encode(der, key)
 	return certPEM, keyPEM, tmpl.NotAfter, err
+}
+
+// InspectCA checks that certPEM holds CA certificates, which can verify client certificates,
+// and returns the first one's subject and expiry.
+func InspectCA(certPEM []byte) (subject string, notAfter time.Time, err error) {
+	rest := certPEM
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if !c.IsCA {
+			return "", time.Time{}, fmt.Errorf("%s is not a CA certificate (its basic constraints do not say CA), so it cannot verify client certificates", c.Subject)
+		}
+		if n == 0 {
+			subject, notAfter = c.Subject.String(), c.NotAfter
+		}
+		n++
+	}
+	if n == 0 {
+		return "", time.Time{}, errors.New("no PEM certificate")
+	}
+	return subject, notAfter, nil
 }
 
 // Info is what albctl records of a certificate.

@@ -17,7 +17,7 @@ func newCertCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "cert",
 		Aliases: []string{"certificate"},
-		Short:   "Manage server certificates for HTTPS listeners",
+		Short:   "Manage certificates: server certificates for HTTPS listeners, client and CA certificates for mutual TLS",
 		Long: `Certificates are issued by albctl's local certificate authority (created on first use) or
 imported from PEM files. Clients verify listeners with the CA's certificate, whose path
 'albctl cert ca' prints: grpcurl -cacert "$(albctl cert ca)" ...`,
@@ -37,10 +37,18 @@ type certView struct {
 	Domains  []string  `json:"domains"`
 	NotAfter time.Time `json:"notAfter"`
 	Issuer   string    `json:"issuer"`
+	// Usage is server, client or ca.
+	Usage string `json:"usage"`
+	// Files are where 'cert create --client' wrote the certificate and key.
+	Files []string `json:"files,omitempty"`
 }
 
 func viewOfCert(c state.Certificate) certView {
-	return certView{ID: c.ID, Name: c.Name, Domains: c.Domains, NotAfter: c.NotAfter, Issuer: c.Issuer}
+	usage := c.Usage
+	if usage == state.UsageServer {
+		usage = "server"
+	}
+	return certView{ID: c.ID, Name: c.Name, Domains: c.Domains, NotAfter: c.NotAfter, Issuer: c.Issuer, Usage: usage}
 }
 
 // Issuers recorded on certificates.
@@ -82,15 +90,32 @@ func (a *app) writeCAFile(ca *state.CA) (string, error) {
 func newCertCreateCmd(a *app) *cobra.Command {
 	var name string
 	var domains []string
+	var client bool
+	var certFile, keyFile string
 	cmd := &cobra.Command{
-		Use:   "create --name NAME --domain DNSNAME [--domain ...]",
-		Short: "Issue a certificate from albctl's local CA",
+		Use:   "create --name NAME (--domain DNSNAME [--domain ...] | --client)",
+		Short: "Issue a server or client certificate from albctl's local CA",
+		Long: `create issues a server certificate for the domains given, for HTTPS listeners, or with --client
+a client certificate for mutual TLS (its subject's common name is NAME), which a listener with
+--client-ca albctl-ca accepts. A client certificate and its key are written to PEM files
+(beside the state file unless --cert-file and --key-file say where), for clients such as
+'albctl probe -cert FILE -key FILE'.`,
 		Example: `  albctl cert create --name grpc-example --domain grpc.example.test
-  albctl cert create --name wild --domain '*.example.test' --domain example.test --domain 127.0.0.1`,
+  albctl cert create --name wild --domain '*.example.test' --domain example.test --domain 127.0.0.1
+  albctl cert create --name ci-client --client`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if client {
+				if len(domains) > 0 {
+					return usageErrorf("--client certificates name their client by --name, not --domain")
+				}
+				return a.createClientCert(cmd, name, certFile, keyFile)
+			}
+			if cmd.Flags().Changed("cert-file") || cmd.Flags().Changed("key-file") {
+				return usageErrorf("--cert-file and --key-file are for --client certificates")
+			}
 			if len(domains) == 0 {
-				return usageErrorf("give at least one --domain")
+				return usageErrorf("give at least one --domain, or --client for a client certificate")
 			}
 			for _, d := range domains {
 				if err := state.ValidateCertDomain(d); err != nil {
@@ -122,21 +147,74 @@ func newCertCreateCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name (2-128 letters, digits, '.', '_', '-'; starts with a letter)")
 	cmd.Flags().StringArrayVar(&domains, "domain", nil, "name the certificate covers: host name, *.wildcard or IP (repeatable)")
+	cmd.Flags().BoolVar(&client, "client", false, "a client certificate, for mutual TLS")
+	cmd.Flags().StringVar(&certFile, "cert-file", "", "with --client: where to write the certificate (default STATE-NAME.pem beside the state file)")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "with --client: where to write the private key, mode 0600 (default STATE-NAME-key.pem)")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
 }
 
+// createClientCert issues a client certificate, stores it and writes it and its key to files.
+func (a *app) createClientCert(cmd *cobra.Command, name, certFile, keyFile string) error {
+	base := strings.TrimSuffix(a.statePath, filepath.Ext(a.statePath)) + "-" + name
+	if certFile == "" {
+		certFile = base + ".pem"
+	}
+	if keyFile == "" {
+		keyFile = base + "-key.pem"
+	}
+	var created *state.Certificate
+	s, err := a.store().Update(cmd.Context(), func(s *state.State) error {
+		if err := a.ensureCA(s); err != nil {
+			return err
+		}
+		certPEM, keyPEM, notAfter, err := certs.IssueClient(s.CA.CertPEM, s.CA.KeyPEM, name, a.now())
+		if err != nil {
+			return err
+		}
+		created, err = s.AddCertificate(state.Certificate{
+			Name: name, Domains: []string{}, NotAfter: notAfter.UTC(), Issuer: issuerLocalCA, CertPEM: certPEM, KeyPEM: keyPEM, Usage: state.UsageClient,
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := a.writeCAFile(s.CA); err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, []byte(created.CertPEM), 0o644); err != nil {
+		return fmt.Errorf("write --cert-file: %w", err)
+	}
+	if err := os.WriteFile(keyFile, []byte(created.KeyPEM), 0o600); err != nil {
+		return fmt.Errorf("write --key-file: %w", err)
+	}
+	v := viewOfCert(*created)
+	v.Files = []string{certFile, keyFile}
+	return a.printCertView(v)
+}
+
 func newCertImportCmd(a *app) *cobra.Command {
 	var name, certFile, keyFile string
+	var ca bool
 	cmd := &cobra.Command{
-		Use:     "import --name NAME --cert FILE --key FILE",
-		Short:   "Import a certificate and its private key from PEM files",
-		Example: "  albctl cert import --name prod --cert fullchain.pem --key privkey.pem",
+		Use:   "import --name NAME --cert FILE (--key FILE | --ca)",
+		Short: "Import a certificate and its private key, or a CA certificate, from PEM files",
+		Long: `import stores a server certificate with its private key, for HTTPS listeners, or with --ca a
+CA certificate without a key, which verifies the client certificates of a listener with mutual
+TLS (listener --client-ca).`,
+		Example: "  albctl cert import --name prod --cert fullchain.pem --key privkey.pem\n  albctl cert import --name partners-ca --cert partners-ca.pem --ca",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ca == (keyFile != "") {
+				return usageErrorf("give --key FILE for a server certificate, or --ca for a CA certificate (which has no key here)")
+			}
 			certPEM, err := os.ReadFile(certFile)
 			if err != nil {
 				return fmt.Errorf("read --cert: %w", err)
+			}
+			if ca {
+				return a.importCA(cmd, name, certFile, certPEM)
 			}
 			keyPEM, err := os.ReadFile(keyFile)
 			if err != nil {
@@ -166,10 +244,30 @@ func newCertImportCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "name (2-128 letters, digits, '.', '_', '-'; starts with a letter)")
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file with the certificate (and any intermediates after it)")
 	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file with the private key")
-	for _, f := range []string{"name", "cert", "key"} {
+	cmd.Flags().BoolVar(&ca, "ca", false, "the file holds CA certificates that verify client certificates (mutual TLS); no key")
+	for _, f := range []string{"name", "cert"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
 	return cmd
+}
+
+// importCA stores CA certificates for verifying clients.
+func (a *app) importCA(cmd *cobra.Command, name, certFile string, certPEM []byte) error {
+	subject, notAfter, err := certs.InspectCA(certPEM)
+	if err != nil {
+		return fmt.Errorf("cannot import %s as a CA: %w", certFile, err)
+	}
+	var created *state.Certificate
+	_, err = a.store().Update(cmd.Context(), func(s *state.State) (err error) {
+		created, err = s.AddCertificate(state.Certificate{
+			Name: name, Domains: []string{}, NotAfter: notAfter.UTC(), Issuer: subject, CertPEM: string(certPEM), Usage: state.UsageCA,
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return a.printCert(*created)
 }
 
 func newCertListCmd(a *app) *cobra.Command {
@@ -189,9 +287,9 @@ func newCertListCmd(a *app) *cobra.Command {
 				list[i] = viewOfCert(c)
 			}
 			return a.print(list, func() view {
-				t := table{header: []string{"ID", "NAME", "DOMAINS", "NOT AFTER", "ISSUER"}}
+				t := table{header: []string{"ID", "NAME", "USAGE", "DOMAINS", "NOT AFTER", "ISSUER"}}
 				for _, c := range list {
-					t.rows = append(t.rows, []string{c.ID, c.Name, strings.Join(c.Domains, ","), c.NotAfter.Format(time.RFC3339), c.Issuer})
+					t.rows = append(t.rows, []string{c.ID, c.Name, c.Usage, orDash(strings.Join(c.Domains, ",")), c.NotAfter.Format(time.RFC3339), c.Issuer})
 				}
 				return t
 			})
@@ -230,10 +328,15 @@ func (l line) render(w io.Writer, terminal bool) error {
 	return err
 }
 
-func (a *app) printCert(c state.Certificate) error {
-	v := viewOfCert(c)
+func (a *app) printCert(c state.Certificate) error { return a.printCertView(viewOfCert(c)) }
+
+func (a *app) printCertView(v certView) error {
 	return a.print(v, func() view {
-		return details{{"ID", v.ID}, {"Name", v.Name}, {"Domains", strings.Join(v.Domains, ", ")},
+		d := details{{"ID", v.ID}, {"Name", v.Name}, {"Usage", v.Usage}, {"Domains", orDash(strings.Join(v.Domains, ", "))},
 			{"Not after", v.NotAfter.Format(time.RFC3339)}, {"Issuer", v.Issuer}}
+		if len(v.Files) > 0 {
+			d = append(d, [2]string{"Files", strings.Join(v.Files, ", ")})
+		}
+		return d
 	})
 }

@@ -50,6 +50,7 @@ type listenerFlags struct {
 	port                            int
 	http2                           bool
 	idleTimeout, requestTimeout     state.Duration
+	clientAuth                      clientAuthFlags
 }
 
 func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
@@ -65,6 +66,7 @@ func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixedCompletion(state.ProtocolHTTPS, state.ProtocolHTTP))
 	_ = cmd.RegisterFlagCompletionFunc("cert", a.refCompletion(certRefs))
 	_ = cmd.RegisterFlagCompletionFunc("server-group", a.refCompletion(sgRefs))
+	lf.clientAuth.register(a, cmd, cmd.Name() == "update")
 }
 
 // apply writes the flags the user set onto l. An HTTP listener has HTTP/2 off unless asked.
@@ -86,7 +88,7 @@ func (lf *listenerFlags) apply(fs *pflag.FlagSet, l *state.Listener) error {
 	setIfChanged(fs, "http2", &l.HTTP2, lf.http2)
 	setIfChanged(fs, "idle-timeout", &l.IdleTimeout, lf.idleTimeout)
 	setIfChanged(fs, "request-timeout", &l.RequestTimeout, lf.requestTimeout)
-	return nil
+	return lf.clientAuth.apply(fs, l)
 }
 
 func newListenerCreateCmd(a *app) *cobra.Command {
@@ -269,10 +271,11 @@ func (a *app) printListener(l state.Listener) error {
 		if cert == "" {
 			cert = "-"
 		}
-		return details{{"ID", l.ID}, {"Load balancer", l.LBID}, {"Protocol", l.Protocol}, {"Port", strconv.Itoa(l.Port)},
+		rows := details{{"ID", l.ID}, {"Load balancer", l.LBID}, {"Protocol", l.Protocol}, {"Port", strconv.Itoa(l.Port)},
 			{"HTTP/2", strconv.FormatBool(l.HTTP2)}, {"Certificate", cert}, {"SNI certificates", orDash(strings.Join(l.AdditionalCertificateIDs, ", "))},
 			{"Server group", l.ServerGroupID},
 			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()}}
+		return append(rows, clientAuthRows(l)...)
 	})
 }
 

@@ -141,8 +141,21 @@ func (r *runner) preflight(ctx context.Context, connectTimeout time.Duration, ho
 
 	conf := tlsConf.Clone()
 	conf.NextProtos = []string{"h2"}
+	// Note whether the server asks for a client certificate: under TLS 1.3 it refuses one
+	// only after the client's handshake has ended.
+	asked := false
+	conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		asked = true
+		if len(tlsConf.Certificates) > 0 {
+			return &tlsConf.Certificates[0], nil
+		}
+		return &tls.Certificate{}, nil
+	}
 	tlsConn := tls.Client(conn, conf)
 	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		if asked && isClientCertAlert(err) {
+			return "", clientCertRefused(target, addr, len(tlsConf.Certificates) > 0, err)
+		}
 		return "", classifyTLS(target, addr, conf.ServerName, err)
 	}
 	defer tlsConn.Close()
@@ -152,7 +165,27 @@ func (r *runner) preflight(ctx context.Context, connectTimeout time.Duration, ho
 		return "", &Failure{Kind: FailNoH2, Target: target, Addr: addr,
 			Detail: fmt.Sprintf("server at %s did not negotiate ALPN h2: it does not offer HTTP/2 over TLS", addr)}
 	}
+	if asked {
+		if err := awaitServerFrame(ctx, tlsConn); err != nil && isClientCertAlert(err) {
+			return "", clientCertRefused(target, addr, len(tlsConf.Certificates) > 0, err)
+		}
+	}
 	return addr, nil
+}
+
+// awaitServerFrame sends the HTTP/2 preface and reads the server's first bytes, which a server
+// that refuses the client's certificate answers with its alert instead.
+func awaitServerFrame(ctx context.Context, conn *tls.Conn) error {
+	deadline := time.Now().Add(2 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = conn.SetDeadline(deadline)
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		return err
+	}
+	_, err := conn.Read(make([]byte, 1))
+	return err
 }
 
 // printTLS writes the handshake facts for -v.

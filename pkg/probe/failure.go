@@ -26,6 +26,7 @@ const (
 	FailTLSNameMismatch     FailureKind = "tls-name-mismatch"     // certificate is for other names
 	FailTLSExpired          FailureKind = "tls-expired"           // certificate expired or not yet valid
 	FailTLSHandshake        FailureKind = "tls-handshake"         // any other TLS handshake failure
+	FailTLSClientCert       FailureKind = "tls-client-cert"       // the server wants a client certificate, or refused ours
 	FailNoH2                FailureKind = "no-h2"                 // the server does not speak HTTP/2 (no ALPN h2, HTTP/1.x)
 	FailNotTLS              FailureKind = "not-tls"               // a TLS dial reached a plaintext server
 	FailTLSServer           FailureKind = "tls-server"            // a -plaintext dial reached a TLS server
@@ -79,6 +80,8 @@ func defaultHint(f *Failure) string {
 		return "the server speaks plaintext HTTP/2: use -plaintext"
 	case FailTLSServer:
 		return "the server expects TLS: drop -plaintext (add -cacert FILE or -insecure as needed)"
+	case FailTLSClientCert:
+		return "pass -cert FILE -key FILE with a certificate the listener's client CA issued ('albctl cert create --client --name NAME' writes one that a listener with --client-ca albctl-ca accepts)"
 	case FailNoReflection:
 		return "describe the service with -proto FILE or -protoset FILE instead"
 	}
@@ -146,6 +149,9 @@ func classifyTLS(target, addr, serverName string, err error) *Failure {
 	case errors.As(err, &notTLS):
 		f.Kind = FailNotTLS
 		f.Detail = fmt.Sprintf("server at %s answered in plaintext, not TLS (%s)", addr, describeFirstBytes(notTLS.RecordHeader[:]))
+	case isClientCertAlert(err):
+		f.Kind = FailTLSClientCert
+		f.Detail = fmt.Sprintf("server at %s refused the TLS handshake: %v", addr, unwrapOp(err))
 	case isRemoteAlert(err, "no application protocol"):
 		f.Kind = FailNoH2
 		f.Detail = fmt.Sprintf("server at %s refused ALPN h2: it does not offer HTTP/2 over TLS", addr)
@@ -197,6 +203,28 @@ func certNames(c *x509.Certificate) string {
 func isRemoteAlert(err error, want string) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), want)
+}
+
+// isClientCertAlert reports whether the peer refused the handshake over the client's
+// certificate: none was given, or it did not verify.
+func isClientCertAlert(err error) bool {
+	for _, alert := range []string{"certificate required", "bad certificate", "unknown certificate authority", "certificate expired", "unsupported certificate"} {
+		if isRemoteAlert(err, alert) {
+			return true
+		}
+	}
+	return false
+}
+
+// clientCertRefused describes a server that asked for a client certificate and refused the
+// one given, or none.
+func clientCertRefused(target, addr string, gave bool, err error) *Failure {
+	what := "requires a client certificate (mutual TLS) and none was given"
+	if gave {
+		what = "did not accept the client certificate given"
+	}
+	return &Failure{Kind: FailTLSClientCert, Target: target, Addr: addr, Err: err,
+		Detail: fmt.Sprintf("server at %s %s: %v", addr, what, unwrapOp(err))}
 }
 
 func isTimeout(err error) bool {

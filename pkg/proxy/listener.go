@@ -100,7 +100,7 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	if idle <= 0 {
 		idle = 15 * time.Second
 	}
-	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle}
+	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle, ClientCert: lc.ClientCertHeaders}
 	if len(rules) > 0 {
 		rt.Rules = route.NewRules(rules)
 	}

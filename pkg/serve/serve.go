@@ -6,6 +6,7 @@ package serve
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -251,6 +252,9 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 			IdleTimeout:    l.IdleTimeout.D(),
 			RequestTimeout: l.RequestTimeout.D(),
 		}
+		if err := clientAuthConfig(s, &l, &lc); err != nil {
+			return cfg, err
+		}
 		cfg.Groups[sg.ID] = groupConfig(sg)
 		for _, r := range s.ListenerRules(l.ID) {
 			rc := RuleConfig(r)
@@ -266,6 +270,24 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 		cfg.Listeners = append(cfg.Listeners, lc)
 	}
 	return cfg, nil
+}
+
+// clientAuthConfig sets the listener's mutual TLS: the CA pool, whether a certificate is
+// required, and the headers that pass it on.
+func clientAuthConfig(s *state.State, l *state.Listener, lc *proxy.ListenerConfig) error {
+	caPEM := s.ClientCAPEM(l)
+	if caPEM == "" {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return fmt.Errorf("listener %s: client CA %s holds no PEM certificate", l.ID, l.ClientCAID)
+	}
+	lc.ClientCAs, lc.RequireClientCert = pool, l.ClientAuth == state.ClientAuthRequire
+	if h := l.ForwardClientCert; h != nil {
+		lc.ClientCertHeaders = &proxy.ClientCertHeaders{Subject: h.Subject, Issuer: h.Issuer, Fingerprint: h.Fingerprint, Verify: h.Verify}
+	}
+	return nil
 }
 
 // RuleConfig is a rule as the proxy runs it.

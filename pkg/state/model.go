@@ -120,6 +120,8 @@ type Certificate struct {
 	Issuer  string `json:"issuer"`
 	CertPEM string `json:"certPEM"`
 	KeyPEM  string `json:"keyPEM"`
+	// Usage is UsageServer (older documents), UsageClient or UsageCA.
+	Usage string `json:"usage,omitempty"`
 }
 
 // CA is albctl's local certificate authority.

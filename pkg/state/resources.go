@@ -310,7 +310,7 @@ func (s *State) DeleteCertificate(ref string) (*Certificate, error) {
 		return nil, err
 	}
 	if users := s.listenersWhere(func(l *Listener) bool {
-		return l.CertificateID == c.ID || slices.Contains(l.AdditionalCertificateIDs, c.ID)
+		return l.CertificateID == c.ID || slices.Contains(l.AdditionalCertificateIDs, c.ID) || l.ClientCAID == c.ID
 	}); users != "" {
 		return nil, conflict("certificate %s is used by listeners %s: delete them, give them another certificate, or take it off with 'albctl listener remove-certs'", c.Name, users)
 	}
@@ -384,7 +384,7 @@ func (s *State) resolveListenerRefs(l *Listener) error {
 		}
 		l.AdditionalCertificateIDs[i] = c.ID
 	}
-	return nil
+	return s.resolveClientCA(l)
 }
 
 // DeleteListener removes a listener.

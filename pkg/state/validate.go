@@ -265,6 +265,12 @@ func (c *Certificate) validate() error {
 	if err := validateName(c.Name); err != nil {
 		return err
 	}
+	if c.Usage != UsageServer {
+		if c.CertPEM == "" {
+			return invalid("certPEM", c.Name, "a certificate needs its PEM certificate")
+		}
+		return c.validateUsage()
+	}
 	if len(c.Domains) == 0 {
 		return invalid("domains", "", "a certificate needs at least one domain")
 	}
@@ -276,7 +282,7 @@ func (c *Certificate) validate() error {
 	if c.CertPEM == "" || c.KeyPEM == "" {
 		return invalid("certPEM", c.Name, "a certificate needs its PEM certificate and key")
 	}
-	return nil
+	return c.validateUsage()
 }
 
 // ValidateCertDomain checks a name a certificate may cover: a host name, a wildcard such as
@@ -304,13 +310,17 @@ func (l *Listener) validate(s *State) error {
 		if l.CertificateID == "" {
 			return invalid("certificateId", "", "an HTTPS listener needs a certificate")
 		}
-		if _, err := s.Certificate(l.CertificateID); err != nil {
+		if c, err := s.Certificate(l.CertificateID); err != nil {
 			return invalid("certificateId", l.CertificateID, "no such certificate")
+		} else if c.Usage != UsageServer {
+			return invalid("certificateId", c.Name, "certificate %s is a %s certificate: a listener serves a server certificate", c.Name, c.Usage)
 		}
 		seen := map[string]bool{l.CertificateID: true}
 		for _, id := range l.AdditionalCertificateIDs {
-			if _, err := s.Certificate(id); err != nil {
+			if c, err := s.Certificate(id); err != nil {
 				return invalid("additionalCertificateIds", id, "no such certificate")
+			} else if c.Usage != UsageServer {
+				return invalid("additionalCertificateIds", c.Name, "certificate %s is a %s certificate: a listener serves server certificates", c.Name, c.Usage)
 			}
 			if seen[id] {
 				return invalid("additionalCertificateIds", id, "the listener has this certificate already")
@@ -336,6 +346,9 @@ func (l *Listener) validate(s *State) error {
 	}
 	if sg.Protocol == ProtocolGRPC && !l.HTTP2 {
 		return invalid("http2", "false", "server group %s is gRPC, which needs HTTP/2", sg.Name)
+	}
+	if err := l.validateClientAuth(s); err != nil {
+		return err
 	}
 	if err := checkDuration("idleTimeout", l.IdleTimeout, time.Second, 60*time.Second); err != nil {
 		return err

@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -27,6 +28,11 @@ type frontConn struct {
 	remote     string
 	source     string     // the client's IP, as pickers hash it
 	sourceIP   netip.Addr // the same, for rules
+	tls        tls.ConnectionState
+	// The client certificate's header fields, made on the reader goroutine
+	// for the header names of certFor.
+	certFields []route.Field
+	certFor    *route.ClientCertHeaders
 	maxStreams uint32
 	idle       time.Duration
 	resets     resetLimiter // reader goroutine only
@@ -68,6 +74,9 @@ func (srv *Server) ServeConn(tc net.Conn, sc *sock.Spill) {
 		idle:       srv.route().IdleTimeout,
 		calls:      map[uint32]*fcall{},
 		idleSince:  time.Now(),
+	}
+	if t, ok := tc.(*tls.Conn); ok {
+		fc.tls = t.ConnectionState()
 	}
 	fc.source = route.HostOf(fc.remote)
 	fc.sourceIP, _ = netip.ParseAddr(fc.source)
@@ -421,7 +430,11 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		out = append(out, hpack.HeaderField{Name: ":authority", Value: a})
 	}
 	var xff []string
+	cc := s.rt.ClientCert
 	for _, hf := range hb.regular() {
+		if cc != nil && cc.Has(hf.Name) {
+			continue // only the listener says who the client is
+		}
 		switch hf.Name {
 		case "x-forwarded-proto", "x-forwarded-port":
 			continue
@@ -438,6 +451,15 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 	}
 	if r := s.rule; r != nil && len(r.Insert)+len(r.Remove) > 0 {
 		out = changeFields(out, r.Insert, r.Remove)
+	}
+	if cc != nil {
+		fc := s.fc
+		if fc.certFor != cc {
+			fc.certFields, fc.certFor = cc.Fields(&fc.tls), cc
+		}
+		for _, f := range fc.certFields {
+			out = append(out, hpack.HeaderField{Name: f.Name, Value: f.Value})
+		}
 	}
 	source := s.fc.source
 	if len(xff) > 0 {

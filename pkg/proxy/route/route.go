@@ -25,6 +25,9 @@ type Route struct {
 	IdleTimeout time.Duration
 	// ForwardedPort is the x-forwarded-port value: the listener's port.
 	ForwardedPort []string
+	// ClientCert, if set, names the headers that pass a client
+	// certificate's details to the servers.
+	ClientCert *ClientCertHeaders
 }
 
 // HostOf returns the IP of "ip:port" or "[ip]:port" without allocating:

@@ -238,6 +238,16 @@ func rewrite(pr *httputil.ProxyRequest) {
 	if call.rt.ForwardedPort != nil {
 		pr.Out.Header["X-Forwarded-Port"] = call.rt.ForwardedPort
 	}
+	if cc := call.rt.ClientCert; cc != nil {
+		for _, name := range []string{cc.Subject, cc.Issuer, cc.Fingerprint, cc.Verify} {
+			pr.Out.Header.Del(name)
+		}
+		if pr.In.TLS != nil {
+			for _, f := range cc.Fields(pr.In.TLS) {
+				pr.Out.Header.Set(f.Name, f.Value)
+			}
+		}
+	}
 	if call.rule != nil {
 		for _, name := range call.rule.Remove {
 			pr.Out.Header.Del(name)
