@@ -24,11 +24,11 @@ import (
 // frames; backend readers write responses into it.
 type frontConn struct {
 	h2conn
-	srv        *Server
-	remote     string
-	source     string     // the client's IP, as pickers hash it
-	sourceIP   netip.Addr // the same, for rules
-	tls        tls.ConnectionState
+	srv      *Server
+	remote   string
+	source   string     // the client's IP, as pickers hash it
+	sourceIP netip.Addr // the same, for rules
+	tls      tls.ConnectionState
 	// The client certificate's header fields, made on the reader goroutine
 	// for the header names of certFor.
 	certFields []route.Field
