@@ -59,6 +59,8 @@ type Input struct {
 	Timeout time.Duration
 	// Strict fails the servers step on any unhealthy server, not only when none takes calls.
 	Strict bool
+	// ClientCert is presented to a listener with mutual TLS.
+	ClientCert *tls.Certificate
 }
 
 // walk carries what earlier steps found to later ones.
@@ -182,7 +184,11 @@ func (w *walk) findListener(context.Context) (string, error) {
 			if !l.HTTP2 {
 				http2 = "HTTP/1.1 only"
 			}
-			return fmt.Sprintf("%s: %s %s on port %d", l.ID, l.Protocol, http2, l.Port), nil
+			mtls, err := w.clientAuth()
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s: %s %s on port %d%s", l.ID, l.Protocol, http2, l.Port, mtls), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)
@@ -411,6 +417,29 @@ func MethodPath(s string) (string, error) {
 	return "", fmt.Errorf("invalid method %q: give SERVICE/METHOD, such as albctl.echo.v1.Echo/UnaryEcho", s)
 }
 
+// tlsConfig is how the call's client does TLS: verifying the listener, and with the client
+// certificate given, if any.
+func (w *walk) tlsConfig() *tls.Config {
+	cfg := &tls.Config{RootCAs: w.roots(), ServerName: w.in.Host}
+	if w.in.ClientCert != nil {
+		cfg.Certificates = []tls.Certificate{*w.in.ClientCert}
+	}
+	return cfg
+}
+
+// clientAuth describes the listener's mutual TLS for its step, and fails when the listener
+// requires a certificate that check was not given.
+func (w *walk) clientAuth() (string, error) {
+	l := w.listener
+	if l.ClientCAID == "" {
+		return "", nil
+	}
+	if l.ClientAuth == state.ClientAuthRequire && w.in.ClientCert == nil {
+		return "", fmt.Errorf("listener %s requires a client certificate (mutual TLS, CA %s): pass --cert FILE --key FILE", l.ID, l.ClientCAID)
+	}
+	return fmt.Sprintf(", client certificates %s (CA %s)", l.ClientAuth, l.ClientCAID), nil
+}
+
 // roots trusts the listener's own certificate and albctl's CA, so only albctl's listener can
 // pass.
 func (w *walk) roots() *x509.CertPool {
@@ -431,7 +460,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 		return w.request(ctx)
 	}
 	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
-	creds := credentials.NewTLS(&tls.Config{RootCAs: w.roots(), ServerName: w.in.Host})
+	creds := credentials.NewTLS(w.tlsConfig())
 	// The TLS server name is the call's authority too, so host rules see DOMAIN.
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
@@ -473,7 +502,7 @@ func (w *walk) request(ctx context.Context) (string, error) {
 	defer transport.CloseIdleConnections()
 	if w.listener.Protocol == state.ProtocolHTTPS {
 		scheme = "https"
-		transport.TLSClientConfig = &tls.Config{RootCAs: w.roots(), ServerName: w.in.Host}
+		transport.TLSClientConfig = w.tlsConfig()
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.in.Timeout)
 	defer cancel()

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strconv"
@@ -15,6 +16,7 @@ func newCheckCmd(a *app) *cobra.Command {
 	timeout := state.Duration(5 * time.Second)
 	var headers []string
 	var strict bool
+	var certFile, keyFile string
 	cmd := &cobra.Command{
 		Use:   "check DOMAIN:PORT [SERVICE/METHOD | PATH] [-H KEY:VALUE]...",
 		Short: "Check the whole path to a listener, step by step, for CI smoke tests",
@@ -70,12 +72,23 @@ step passes.`,
 			if err != nil {
 				return &UsageError{Err: err}
 			}
+			var clientCert *tls.Certificate
+			if (certFile == "") != (keyFile == "") {
+				return usageErrorf("--cert and --key go together: the client certificate and its key")
+			}
+			if certFile != "" {
+				pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+				if err != nil {
+					return usageErrorf("invalid --cert %s with --key %s: %v", certFile, keyFile, err)
+				}
+				clientCert = &pair
+			}
 			s, err := a.store().Load(cmd.Context())
 			if err != nil {
 				return err
 			}
 			steps := check.Run(cmd.Context(), check.Input{State: s, StatePath: a.statePath, Admin: a.admin,
-				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict})
+				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict, ClientCert: clientCert})
 			if err := a.print(steps, func() view {
 				t := table{header: []string{"RESULT", "STEP", "DETAIL"}}
 				for _, st := range steps {
@@ -107,5 +120,7 @@ step passes.`,
 	cmd.Flags().Var(durationValue{&timeout}, "timeout", "how long the call may take")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "header field KEY:VALUE sent with the call and matched by rules, as grpcurl's -H (repeatable)")
 	cmd.Flags().BoolVar(&strict, "strict", false, "fail on any unhealthy server, not only when none of a group's servers takes calls")
+	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file with a client certificate, for a listener with mutual TLS (needs --key)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file with the client certificate's private key")
 	return cmd
 }

@@ -29,11 +29,12 @@ func TestMutualTLSEndToEnd(t *testing.T) {
 	if got.ClientCAID != "albctl-ca" || got.ClientAuth != "require" || got.ForwardClientCert == nil || got.ForwardClientCert.Subject != "x-forwarded-clientcert-subjectdn" {
 		t.Fatalf("listener get: %+v", got)
 	}
+	verifiedDomain(t, path)
 	startServeProcess(t, path)
 
 	ca := strings.TrimSpace(mustRun(t, path, "cert", "ca"))
-	target := "127.0.0.1:" + itoa(port)
-	probe := []string{"probe", "-cacert", ca, "-servername", "grpc.example.test", "-d", `{"message": "hi"}`}
+	target := "grpc.example.test:" + itoa(port)
+	probe := []string{"probe", "-cacert", ca, "-d", `{"message": "hi"}`}
 	r := run(t, path, append(probe, target, "albctl.echo.v1.Echo/UnaryEcho")...)
 	if r.code == ExitOK || !strings.Contains(r.err, "requires a client certificate (mutual TLS) and none was given") || !strings.Contains(r.err, "-cert FILE -key FILE") {
 		t.Fatalf("probe without a certificate: exit %d\n%s%s", r.code, r.out, r.err)
@@ -41,6 +42,15 @@ func TestMutualTLSEndToEnd(t *testing.T) {
 	r = run(t, path, append(probe, "-cert", certFile, "-key", keyFile, target, "albctl.echo.v1.Echo/UnaryEcho")...)
 	if r.code != ExitOK || !strings.Contains(r.out, `"hi"`) {
 		t.Fatalf("probe with the client certificate: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+
+	r = run(t, path, "check", target, "albctl.echo.v1.Echo/UnaryEcho")
+	if r.code != ExitError || !strings.Contains(r.out, "FAIL\tlistener\tlistener "+l.ID+" requires a client certificate (mutual TLS, CA albctl-ca): pass --cert FILE --key FILE") {
+		t.Fatalf("check without a certificate: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = run(t, path, "check", target, "albctl.echo.v1.Echo/UnaryEcho", "--cert", certFile, "--key", keyFile)
+	if r.code != ExitOK || !strings.Contains(r.out, "client certificates require (CA albctl-ca)") {
+		t.Fatalf("check with the client certificate: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 }
 
