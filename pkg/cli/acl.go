@@ -196,7 +196,7 @@ type aclFlags struct {
 func (f *aclFlags) register(a *app, cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&f.refs, "acl", nil, "ACL to check the clients' addresses against at accept, by ID or name (repeatable, up to 3; update replaces the listener's ACLs)")
-	fs.StringVar(&f.aclType, "acl-type", "", "white (admit only the clients the ACLs list) or black (refuse them); needs --acl")
+	fs.StringVar(&f.aclType, "acl-type", "", "white (admit only the clients the ACLs list) or black (refuse them), for a listener with ACLs")
 	_ = cmd.RegisterFlagCompletionFunc("acl", a.refCompletion(aclRefs))
 	_ = cmd.RegisterFlagCompletionFunc("acl-type", fixedCompletion(state.ACLWhite, state.ACLBlack))
 }
