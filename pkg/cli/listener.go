@@ -51,6 +51,7 @@ type listenerFlags struct {
 	http2                           bool
 	idleTimeout, requestTimeout     state.Duration
 	clientAuth                      clientAuthFlags
+	acl                             aclFlags
 }
 
 func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
@@ -67,6 +68,7 @@ func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("cert", a.refCompletion(certRefs))
 	_ = cmd.RegisterFlagCompletionFunc("server-group", a.refCompletion(sgRefs))
 	lf.clientAuth.register(a, cmd, cmd.Name() == "update")
+	lf.acl.register(a, cmd)
 }
 
 // apply writes the flags the user set onto l. An HTTP listener has HTTP/2 off unless asked.
@@ -88,6 +90,9 @@ func (lf *listenerFlags) apply(fs *pflag.FlagSet, l *state.Listener) error {
 	setIfChanged(fs, "http2", &l.HTTP2, lf.http2)
 	setIfChanged(fs, "idle-timeout", &l.IdleTimeout, lf.idleTimeout)
 	setIfChanged(fs, "request-timeout", &l.RequestTimeout, lf.requestTimeout)
+	if err := lf.acl.apply(fs, l); err != nil {
+		return err
+	}
 	return lf.clientAuth.apply(fs, l)
 }
 
@@ -153,6 +158,7 @@ func newListenerUpdateCmd(a *app) *cobra.Command {
 		},
 	}
 	lf.register(a, cmd)
+	lf.acl.registerClear(cmd)
 	return cmd
 }
 
@@ -274,6 +280,7 @@ func (a *app) printListener(l state.Listener) error {
 		rows := details{{"ID", l.ID}, {"Load balancer", l.LBID}, {"Protocol", l.Protocol}, {"Port", strconv.Itoa(l.Port)},
 			{"HTTP/2", strconv.FormatBool(l.HTTP2)}, {"Certificate", cert}, {"SNI certificates", orDash(strings.Join(l.AdditionalCertificateIDs, ", "))},
 			{"Server group", l.ServerGroupID},
+			{"ACL type", orDash(l.ACLType)}, {"ACLs", orDash(strings.Join(l.ACLIDs, ", "))},
 			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()}}
 		return append(rows, clientAuthRows(l)...)
 	})

@@ -148,6 +148,10 @@ var flagForField = map[string]string{
 	"removeHeaders":                  "--remove-header",
 	"trafficLimit.qps":               "--traffic-limit",
 	"trafficLimit.perIpQps":          "--traffic-limit",
+	"aclType":                        "--acl-type",
+	"aclIds":                         "--acl",
+	"entries.cidr":                   "--entry",
+	"entries.description":            "--entry",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
@@ -159,6 +163,7 @@ var listCommands = map[string]string{
 	"domain":        "albctl dns domain list",
 	"DNS record":    "albctl dns list",
 	"rule":          "albctl rule list",
+	"ACL":           "albctl acl list",
 }
 
 // describe turns the model's errors into the terms of the command line.

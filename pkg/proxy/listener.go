@@ -31,6 +31,7 @@ type listener struct {
 	tlsConfig *tls.Config
 	state     atomic.Pointer[listenerState]
 	h2        *h2.Server
+	denials   aclDenials
 
 	mu      sync.Mutex
 	webs    []*web.Front // every HTTP server generation, for close
@@ -44,6 +45,7 @@ type listenerState struct {
 	cfg   ListenerConfig
 	route *route.Route
 	tls   *tls.Config // nil for a plaintext listener
+	acl   *aclCheck   // nil admits every client
 
 	// For an HTTP group: the HTTP server.
 	web *web.Front
@@ -109,6 +111,7 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	}
 	grpc := g.State().Protocol == GroupGRPC
 	st := &listenerState{cfg: lc, route: rt}
+	st.acl = lc.ACL.compile()
 	if len(lc.Certificates) > 0 {
 		st.tls = tlsConfig(lc, certs, grpc)
 	}
@@ -150,6 +153,9 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		if !l.admit(c) {
+			continue
+		}
 		l.mu.Lock()
 		if l.closing {
 			l.mu.Unlock()

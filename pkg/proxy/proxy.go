@@ -378,6 +378,9 @@ func validate(cfg Config) error {
 		if err := validateRules(cfg, lc, gc.protocol() == GroupGRPC); err != nil {
 			return fmt.Errorf("listener %s: %w", lc.ID, err)
 		}
+		if err := lc.ACL.validate(); err != nil {
+			return fmt.Errorf("listener %s: %w", lc.ID, err)
+		}
 		seen[lc.ID] = true
 	}
 	for id, gc := range cfg.Groups {
@@ -689,5 +692,6 @@ func (p *Proxy) WriteMetrics(w io.Writer) error {
 			}
 		}
 	}
+	writeACLMetrics(bw, p.sortedListeners())
 	return bw.Flush()
 }

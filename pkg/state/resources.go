@@ -16,9 +16,10 @@ const (
 	prefixCert     = "cert-"
 	prefixRecord   = "rr-"
 	prefixRule     = "rule-"
+	prefixACL      = "acl-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule}
+var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule, prefixACL}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -341,6 +342,7 @@ func (s *State) UpdateListener(ref string, change func(*Listener) error) (*Liste
 	}
 	updated := *l
 	updated.AdditionalCertificateIDs = slices.Clone(l.AdditionalCertificateIDs)
+	updated.ACLIDs = slices.Clone(l.ACLIDs)
 	if err := change(&updated); err != nil {
 		return nil, err
 	}
@@ -383,6 +385,13 @@ func (s *State) resolveListenerRefs(l *Listener) error {
 			return err
 		}
 		l.AdditionalCertificateIDs[i] = c.ID
+	}
+	for i, ref := range l.ACLIDs {
+		a, err := s.ACL(ref)
+		if err != nil {
+			return err
+		}
+		l.ACLIDs[i] = a.ID
 	}
 	return s.resolveClientCA(l)
 }

@@ -356,6 +356,9 @@ func (l *Listener) validate(s *State) error {
 	if err := checkDuration("requestTimeout", l.RequestTimeout, time.Second, 600*time.Second); err != nil {
 		return err
 	}
+	if err := l.validateACLs(s); err != nil {
+		return err
+	}
 	for _, other := range s.Listeners {
 		if other.ID == l.ID || other.Port != l.Port {
 			continue
@@ -406,6 +409,12 @@ func (s *State) Validate() error {
 	for i := range s.Certificates {
 		c := &s.Certificates[i]
 		if err := firstError(unique("certificate", c.ID, c.Name), c.validate()); err != nil {
+			return err
+		}
+	}
+	for i := range s.ACLs {
+		a := &s.ACLs[i]
+		if err := firstError(unique("ACL", a.ID, a.Name), a.validate()); err != nil {
 			return err
 		}
 	}
