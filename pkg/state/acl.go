@@ -135,7 +135,7 @@ func canonicalCIDR(cidr string) (string, error) {
 }
 
 func (a *ACL) validate() error {
-	if err := validateName(a.Name); err != nil {
+	if err := validateName(a.Name, prefixACL); err != nil {
 		return err
 	}
 	if len(a.Entries) > MaxACLEntries {

@@ -176,7 +176,7 @@ func TestListenerACLsRefused(t *testing.T) {
 	}
 	s.Listeners[0].ACLIDs = []string{ids[0]}
 	s.ACLs = append(s.ACLs, ACL{ID: "acl-0123456789abcdef", Name: "a1", Entries: []ACLEntry{}})
-	if err := s.Validate(); err == nil || err.Error() != `a ACL named "a1" already exists` {
+	if err := s.Validate(); err == nil || err.Error() != `an ACL named "a1" already exists` {
 		t.Fatalf("Validate with two ACLs of one name: %v", err)
 	}
 }

@@ -194,10 +194,10 @@ func TestValidationRules(t *testing.T) {
 			return err
 		}, "", `a server group named "grpc-backends" already exists`},
 		{"name like an ID", func(s *State) error {
-			_, err := s.CreateLoadBalancer(LoadBalancer{Name: "sgp-x", Address: "127.0.0.1"})
+			_, err := s.CreateLoadBalancer(LoadBalancer{Name: "alb-x", Address: "127.0.0.1"})
 			return err
 		},
-			"name", `must not start with "sgp-"`},
+			"name", `must not start with "alb-"`},
 		{"lb address not an IP", func(s *State) error {
 			_, err := s.CreateLoadBalancer(LoadBalancer{Name: "x1", Address: "localhost"})
 			return err
@@ -258,5 +258,19 @@ func TestCodesAreStoredInShortestForm(t *testing.T) {
 	sg, err := s.UpdateServerGroup("grpc-backends", func(sg *ServerGroup) error { sg.HealthCheck.Codes = "12, 0,1,2"; return nil })
 	if err != nil || sg.HealthCheck.Codes != "0-2,12" {
 		t.Fatalf("codes %q, %v", sg.HealthCheck.Codes, err)
+	}
+}
+
+// TestNamesMayStartWithOtherKindsPrefixes keeps older documents valid: only a resource's own
+// ID prefix is refused in its name, so a group named acl-… or rule-… stays a group.
+func TestNamesMayStartWithOtherKindsPrefixes(t *testing.T) {
+	s := New()
+	for _, name := range []string{"acl-backends", "rule-engine", "lsn-feed"} {
+		if _, err := s.CreateServerGroup(NewServerGroup(name, ProtocolGRPC)); err != nil {
+			t.Fatalf("server group %s: %v", name, err)
+		}
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -242,7 +242,7 @@ func (s *State) isGRPCListener(l *Listener) bool {
 
 func (r *Rule) validate(s *State) error {
 	if r.Name != "" {
-		if err := validateName(r.Name); err != nil {
+		if err := validateName(r.Name, prefixRule); err != nil {
 			return err
 		}
 	}

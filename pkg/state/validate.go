@@ -12,16 +12,14 @@ import (
 var nameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9._-]{1,127}$`)
 
 // validateName checks a resource name: 2-128 characters, letters, digits, '.', '_', '-',
-// starting with a letter, and not starting with an ID prefix, so that a name can never be
-// mistaken for an ID.
-func validateName(name string) error {
+// starting with a letter, and not starting with the ID prefix of its kind, so that a name can
+// never be mistaken for an ID of what it names.
+func validateName(name, idPrefix string) error {
 	if !nameRE.MatchString(name) {
 		return invalid("name", name, "use 2-128 letters, digits, '.', '_' or '-', starting with a letter")
 	}
-	for _, prefix := range idPrefixes {
-		if strings.HasPrefix(name, prefix) {
-			return invalid("name", name, "must not start with %q, which IDs use", prefix)
-		}
+	if strings.HasPrefix(name, idPrefix) {
+		return invalid("name", name, "must not start with %q, which IDs use", idPrefix)
 	}
 	return nil
 }
@@ -69,7 +67,7 @@ func validLabel(label string) bool {
 }
 
 func (lb *LoadBalancer) validate() error {
-	if err := validateName(lb.Name); err != nil {
+	if err := validateName(lb.Name, prefixLB); err != nil {
 		return err
 	}
 	if _, err := netip.ParseAddr(lb.Address); err != nil {
@@ -79,7 +77,7 @@ func (lb *LoadBalancer) validate() error {
 }
 
 func (sg *ServerGroup) validate() error {
-	if err := validateName(sg.Name); err != nil {
+	if err := validateName(sg.Name, prefixSG); err != nil {
 		return err
 	}
 	switch sg.Protocol {
@@ -262,7 +260,7 @@ func (hc *HealthCheck) validate(groupProtocol string) error {
 var grpcMethodPathRE = regexp.MustCompile(`^/[A-Za-z_][A-Za-z0-9_.]*/[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (c *Certificate) validate() error {
-	if err := validateName(c.Name); err != nil {
+	if err := validateName(c.Name, prefixCert); err != nil {
 		return err
 	}
 	if c.Usage != UsageServer {
@@ -389,7 +387,7 @@ func (s *State) Validate() error {
 			return conflict("%s ID %s appears twice", kind, id)
 		}
 		if names[kind+"\x00name\x00"+name] {
-			return conflict("a %s named %q already exists", kind, name)
+			return conflict("%s named %q already exists", withArticle(kind), name)
 		}
 		names[kind+"\x00id\x00"+id], names[kind+"\x00name\x00"+name] = true, true
 		return nil
@@ -431,6 +429,14 @@ func (s *State) Validate() error {
 		}
 	}
 	return s.validateDNS()
+}
+
+// withArticle puts "a" or "an" before a kind of resource.
+func withArticle(kind string) string {
+	if strings.ContainsRune("aeiouAEIO", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }
 
 func firstError(errs ...error) error {
