@@ -188,7 +188,11 @@ func (w *walk) findListener(context.Context) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("%s: %s %s on port %d%s", l.ID, l.Protocol, http2, l.Port, mtls), nil
+			acl, err := w.aclVerdict()
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("%s: %s %s on port %d%s%s", l.ID, l.Protocol, http2, l.Port, mtls, acl), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)
@@ -438,6 +442,24 @@ func (w *walk) clientAuth() (string, error) {
 		return "", fmt.Errorf("listener %s requires a client certificate (mutual TLS, CA %s): pass --cert FILE --key FILE", l.ID, l.ClientCAID)
 	}
 	return fmt.Sprintf(", client certificates %s (CA %s)", l.ClientAuth, l.ClientCAID), nil
+}
+
+// aclVerdict says whether the listener's ACLs admit the address check calls from, and fails
+// when they do not.
+func (w *walk) aclVerdict() (string, error) {
+	l := w.listener
+	if len(l.ACLIDs) == 0 {
+		return "", nil
+	}
+	acl, err := serve.ACLConfig(w.in.State, *l)
+	if err != nil {
+		return "", err
+	}
+	src := LocalSource(net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port)))
+	if !acl.Admits(src) {
+		return "", fmt.Errorf("listener %s's %s list ACL refuses %s, the address check calls from ('albctl acl get' shows the entries)", l.ID, l.ACLType, src)
+	}
+	return fmt.Sprintf(", %s list ACL admits %s", l.ACLType, src), nil
 }
 
 // roots trusts the listener's own certificate and albctl's CA, so only albctl's listener can

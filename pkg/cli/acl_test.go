@@ -180,3 +180,24 @@ func TestACLCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSaysWhatTheACLDoes: check's listener step gives the ACL's verdict on the address it
+// calls from, and stops there when the listener would refuse it.
+func TestCheckSaysWhatTheACLDoes(t *testing.T) {
+	path, port := serveScenario(t, 0)
+	verifiedDomain(t, path)
+	l := decode[[]struct{ ID string }](t, mustRun(t, path, "listener", "list", "-o", "json"))[0]
+	mustRun(t, path, "acl", "create", "--name", "loopback", "--entry", "127.0.0.0/8")
+	target := "grpc.example.test:" + itoa(port)
+
+	mustRun(t, path, "listener", "update", l.ID, "--acl", "loopback", "--acl-type", "black")
+	r := run(t, path, "check", target)
+	if r.code != ExitError || !strings.Contains(r.out, "FAIL\tlistener\tlistener "+l.ID+"'s black list ACL refuses 127.0.0.1, the address check calls from") {
+		t.Fatalf("check behind a black list of its address: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	mustRun(t, path, "listener", "update", l.ID, "--acl-type", "white")
+	r = run(t, path, "check", target)
+	if !strings.Contains(r.out, "PASS\tlistener\t") || !strings.Contains(r.out, "white list ACL admits 127.0.0.1") {
+		t.Fatalf("check behind a white list of its address: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+}

@@ -82,6 +82,15 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
+// Admits reports whether the ACL lets a client at addr connect, as the
+// listener decides it; a nil ACL admits all.
+func (a *ACL) Admits(addr netip.Addr) bool {
+	if a == nil {
+		return true
+	}
+	return a.compile().admits(addr)
+}
+
 func (c *aclCheck) admits(addr netip.Addr) bool {
 	addr = addr.Unmap().WithZone("")
 	i := sort.Search(len(c.ranges), func(i int) bool { return addr.Compare(c.ranges[i].first) < 0 })

@@ -7,9 +7,9 @@ import (
 	"github.com/albctl/albctl/pkg/state"
 )
 
-// aclConfig is what a listener checks its clients against: the entries of all its ACLs,
+// ACLConfig is what a listener checks its clients against: the entries of all its ACLs,
 // admitted (a white list) or refused (a black list); nil for a listener without ACLs.
-func aclConfig(s *state.State, l state.Listener) (*proxy.ACL, error) {
+func ACLConfig(s *state.State, l state.Listener) (*proxy.ACL, error) {
 	if len(l.ACLIDs) == 0 {
 		return nil, nil
 	}

@@ -252,7 +252,7 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 			IdleTimeout:    l.IdleTimeout.D(),
 			RequestTimeout: l.RequestTimeout.D(),
 		}
-		if lc.ACL, err = aclConfig(s, l); err != nil {
+		if lc.ACL, err = ACLConfig(s, l); err != nil {
 			return cfg, err
 		}
 		if err := clientAuthConfig(s, &l, &lc); err != nil {
