@@ -36,7 +36,7 @@ func TestMutualTLSEndToEnd(t *testing.T) {
 	target := "grpc.example.test:" + itoa(port)
 	probe := []string{"probe", "-cacert", ca, "-d", `{"message": "hi"}`}
 	r := run(t, path, append(probe, target, "albctl.echo.v1.Echo/UnaryEcho")...)
-	if r.code == ExitOK || !strings.Contains(r.err, "requires a client certificate (mutual TLS) and none was given") || !strings.Contains(r.err, "-cert FILE -key FILE") {
+	if r.code == ExitOK || !strings.Contains(r.err, "requires a client certificate (mutual TLS) and none was given") || !strings.Contains(r.err, "hint: listener "+l.ID+" verifies client certificates with albctl-ca (require): pass -cert FILE -key FILE") {
 		t.Fatalf("probe without a certificate: exit %d\n%s%s", r.code, r.out, r.err)
 	}
 	r = run(t, path, append(probe, "-cert", certFile, "-key", keyFile, target, "albctl.echo.v1.Echo/UnaryEcho")...)

@@ -105,10 +105,24 @@ func (a *app) probeHint(s *state.State, f probe.Failure) string {
 		if len(s.Listeners) > 0 {
 			return fmt.Sprintf("no albctl listener is on port %d ('albctl listener list' shows them)", port)
 		}
+	case probe.FailTLSClientCert:
+		if l := listenerOnPort(s, f.Port()); l != nil && l.ClientCAID != "" {
+			return fmt.Sprintf("listener %s verifies client certificates with %s (%s): pass -cert FILE -key FILE with one it issued ('albctl cert create --client --name NAME' for %s)", l.ID, l.ClientCAID, l.ClientAuth, state.LocalCA)
+		}
 	case probe.FailTLSUnknownAuthority:
 		if s.CA != nil {
 			return fmt.Sprintf("if the listener's certificate is albctl's, use -cacert %s (the path 'albctl cert ca' prints), or -insecure to skip verification", caPath(a.statePath))
 		}
 	}
 	return ""
+}
+
+// listenerOnPort returns the first listener on the port, or nil.
+func listenerOnPort(s *state.State, port string) *state.Listener {
+	for i, l := range s.Listeners {
+		if strconv.Itoa(l.Port) == port {
+			return &s.Listeners[i]
+		}
+	}
+	return nil
 }
