@@ -16,9 +16,11 @@ const (
 	prefixCert     = "cert-"
 	prefixRecord   = "rr-"
 	prefixRule     = "rule-"
+	// prefixTLSPolicy is albctl's: the cloud's system policies have names for IDs.
+	prefixTLSPolicy = "tlsp-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule}
+var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule, prefixTLSPolicy}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -383,6 +385,9 @@ func (s *State) resolveListenerRefs(l *Listener) error {
 			return err
 		}
 		l.AdditionalCertificateIDs[i] = c.ID
+	}
+	if err := s.resolveTLSPolicyRef(l); err != nil {
+		return err
 	}
 	return nil
 }

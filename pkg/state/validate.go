@@ -327,6 +327,9 @@ func (l *Listener) validate(s *State) error {
 	default:
 		return invalid("protocol", l.Protocol, "must be HTTPS or HTTP")
 	}
+	if err := s.validateListenerTLSPolicy(l); err != nil {
+		return err
+	}
 	sg, err := s.ServerGroup(l.ServerGroupID)
 	if err != nil {
 		return invalid("serverGroupId", l.ServerGroupID, "no such server group")
@@ -393,6 +396,12 @@ func (s *State) Validate() error {
 	for i := range s.Certificates {
 		c := &s.Certificates[i]
 		if err := firstError(unique("certificate", c.ID, c.Name), c.validate()); err != nil {
+			return err
+		}
+	}
+	for i := range s.TLSPolicies {
+		p := &s.TLSPolicies[i]
+		if err := firstError(unique("TLS policy", p.ID, p.Name), p.validate()); err != nil {
 			return err
 		}
 	}
