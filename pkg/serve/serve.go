@@ -251,6 +251,11 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 			IdleTimeout:    l.IdleTimeout.D(),
 			RequestTimeout: l.RequestTimeout.D(),
 		}
+		if l.Protocol == state.ProtocolHTTPS {
+			if lc.TLS, err = tlsPolicy(s, &l); err != nil {
+				return cfg, err
+			}
+		}
 		cfg.Groups[sg.ID] = groupConfig(sg)
 		for _, r := range s.ListenerRules(l.ID) {
 			rc := RuleConfig(r)
