@@ -145,6 +145,9 @@ var flagForField = map[string]string{
 	"removeHeaders":                  "--remove-header",
 	"trafficLimit.qps":               "--traffic-limit",
 	"trafficLimit.perIpQps":          "--traffic-limit",
+	"tlsPolicy":                      "--tls-policy",
+	"minVersion":                     "--min-version",
+	"ciphers":                        "--ciphers",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
@@ -156,6 +159,7 @@ var listCommands = map[string]string{
 	"domain":        "albctl dns domain list",
 	"DNS record":    "albctl dns list",
 	"rule":          "albctl rule list",
+	"TLS policy":    "albctl tls-policy list",
 }
 
 // describe turns the model's errors into the terms of the command line.
