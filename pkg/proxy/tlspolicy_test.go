@@ -269,6 +269,30 @@ func TestTLSPolicyChangeAppliesToNextHandshake(t *testing.T) {
 	}
 }
 
+// TestTLSPolicyChangeAppliesToResumedSessions: session tickets outlive a
+// change of policy, but a session resumes only with a version and a suite
+// the new policy allows.
+func TestTLSPolicyChangeAppliesToResumedSessions(t *testing.T) {
+	cbc, gcm := tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+	cfg := policyConfig(t, TLSPolicy{CipherSuites: []uint16{cbc}})
+	p, addr := startProxy(t, Options{}, cfg)
+	client := clientTLS(t, "localhost")
+	client.MaxVersion, client.CipherSuites = tls.VersionTLS12, []uint16{cbc, gcm}
+	client.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	for i, wantResumed := range []bool{false, true} {
+		if st, err := handshake(addr, client); err != nil || st.DidResume != wantResumed || st.CipherSuite != cbc {
+			t.Fatalf("handshake %d: %v, resumed %v, suite %s", i, err, st.DidResume, tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
+	cfg.Listeners[0].TLS.CipherSuites = []uint16{gcm}
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := handshake(addr, client); err != nil || st.DidResume || st.CipherSuite != gcm {
+		t.Fatalf("after the change: %v, resumed %v, suite %s", err, st.DidResume, tls.CipherSuiteName(st.CipherSuite))
+	}
+}
+
 // TestTLSPolicyOnHTTPListener: a listener in front of an HTTP group takes
 // the policy too.
 func TestTLSPolicyOnHTTPListener(t *testing.T) {
