@@ -157,7 +157,7 @@ func TestTableOutput(t *testing.T) {
 	path := walkthrough(t)
 	// In a pipe, tables are tab-separated rows without a header.
 	got := maskIDs(mustRun(t, path, "listener", "list"))
-	if want := "lsn-ID\tdemo\tHTTPS\t8443\ttrue\tgrpc-example\tgrpc-backends\n"; got != want {
+	if want := "lsn-ID\tdemo\tHTTPS\t8443\ttrue\tgrpc-example\tgrpc-backends\ttls_cipher_policy_1_2_strict_with_1_3\n"; got != want {
 		t.Fatalf("listener list:\n%q\nwant\n%q", got, want)
 	}
 	got = maskIDs(mustRun(t, path, "servergroup", "get", "grpc-backends"))

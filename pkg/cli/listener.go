@@ -52,6 +52,7 @@ type listenerFlags struct {
 	idleTimeout, requestTimeout     state.Duration
 	clientAuth                      clientAuthFlags
 	acl                             aclFlags
+	tlsPolicy                       string
 }
 
 func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
@@ -64,6 +65,8 @@ func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
 	lf.idleTimeout, lf.requestTimeout = state.Duration(state.DefaultIdleTimeout), state.Duration(state.DefaultRequestTimeout)
 	fs.Var(durationValue{&lf.idleTimeout}, "idle-timeout", "close client connections idle this long, 1-60s")
 	fs.Var(durationValue{&lf.requestTimeout}, "request-timeout", "fail a call whose server has not begun to answer within this time (DEADLINE_EXCEEDED), 1-600s; streams that have begun are not cut")
+	fs.StringVar(&lf.tlsPolicy, "tls-policy", "", "TLS security policy (HTTPS only), by name or ID; empty is the default, "+state.DefaultTLSPolicy)
+	_ = cmd.RegisterFlagCompletionFunc("tls-policy", a.refCompletion(tlsPolicyRefs))
 	_ = cmd.RegisterFlagCompletionFunc("protocol", fixedCompletion(state.ProtocolHTTPS, state.ProtocolHTTP))
 	_ = cmd.RegisterFlagCompletionFunc("cert", a.refCompletion(certRefs))
 	_ = cmd.RegisterFlagCompletionFunc("server-group", a.refCompletion(sgRefs))
@@ -90,6 +93,7 @@ func (lf *listenerFlags) apply(fs *pflag.FlagSet, l *state.Listener) error {
 	setIfChanged(fs, "http2", &l.HTTP2, lf.http2)
 	setIfChanged(fs, "idle-timeout", &l.IdleTimeout, lf.idleTimeout)
 	setIfChanged(fs, "request-timeout", &l.RequestTimeout, lf.requestTimeout)
+	setIfChanged(fs, "tls-policy", &l.TLSPolicy, lf.tlsPolicy)
 	if err := lf.acl.apply(fs, l); err != nil {
 		return err
 	}
@@ -192,7 +196,7 @@ func newListenerListCmd(a *app) *cobra.Command {
 				list = []state.Listener{}
 			}
 			return a.print(list, func() view {
-				t := table{header: []string{"ID", "LB", "PROTOCOL", "PORT", "HTTP2", "CERTIFICATE", "SERVER GROUP"}}
+				t := table{header: []string{"ID", "LB", "PROTOCOL", "PORT", "HTTP2", "CERTIFICATE", "SERVER GROUP", "TLS POLICY"}}
 				for _, l := range list {
 					t.rows = append(t.rows, listenerRow(s, l))
 				}
@@ -211,7 +215,8 @@ func listenerRow(s *state.State, l state.Listener) []string {
 	if l.CertificateID != "" {
 		cert = nameOf(s, l.CertificateID)
 	}
-	return []string{l.ID, nameOf(s, l.LBID), l.Protocol, strconv.Itoa(l.Port), strconv.FormatBool(l.HTTP2), cert, nameOf(s, l.ServerGroupID)}
+	return []string{l.ID, nameOf(s, l.LBID), l.Protocol, strconv.Itoa(l.Port), strconv.FormatBool(l.HTTP2), cert, nameOf(s, l.ServerGroupID),
+		listenerTLSPolicy(s, l)}
 }
 
 // nameOf returns the name of the resource with the ID, or the ID itself. IDs of different kinds
@@ -281,7 +286,8 @@ func (a *app) printListener(l state.Listener) error {
 			{"HTTP/2", strconv.FormatBool(l.HTTP2)}, {"Certificate", cert}, {"SNI certificates", orDash(strings.Join(l.AdditionalCertificateIDs, ", "))},
 			{"Server group", l.ServerGroupID},
 			{"ACL type", orDash(l.ACLType)}, {"ACLs", orDash(strings.Join(l.ACLIDs, ", "))},
-			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()}}
+			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()},
+			{"TLS policy", listenerTLSPolicy(nil, l)}}
 		return append(rows, clientAuthRows(l)...)
 	})
 }

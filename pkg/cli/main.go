@@ -152,6 +152,9 @@ var flagForField = map[string]string{
 	"aclIds":                         "--acl",
 	"entries.cidr":                   "--entry",
 	"entries.description":            "--entry",
+	"tlsPolicy":                      "--tls-policy",
+	"minVersion":                     "--min-version",
+	"ciphers":                        "--ciphers",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.
@@ -164,6 +167,7 @@ var listCommands = map[string]string{
 	"DNS record":    "albctl dns list",
 	"rule":          "albctl rule list",
 	"ACL":           "albctl acl list",
+	"TLS policy":    "albctl tls-policy list",
 }
 
 // describe turns the model's errors into the terms of the command line.

@@ -72,12 +72,12 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 // HTTP/2 cannot make gRPC calls), HTTP/1.1 too in front of an HTTP one.
 func tlsConfig(lc ListenerConfig, certs *certSet, grpc bool) *tls.Config {
 	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2"},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return certs.get(hello.ServerName), nil
 		},
 	}
+	lc.TLS.apply(cfg)
 	if !grpc {
 		cfg = web.TLSConfig(cfg, lc.HTTP2)
 	}

@@ -381,6 +381,9 @@ func validate(cfg Config) error {
 		if err := lc.ACL.validate(); err != nil {
 			return fmt.Errorf("listener %s: %w", lc.ID, err)
 		}
+		if err := lc.TLS.validate(); err != nil {
+			return fmt.Errorf("listener %s: TLS policy: %w", lc.ID, err)
+		}
 		seen[lc.ID] = true
 	}
 	for id, gc := range cfg.Groups {

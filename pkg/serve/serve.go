@@ -258,6 +258,11 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 		if err := clientAuthConfig(s, &l, &lc); err != nil {
 			return cfg, err
 		}
+		if l.Protocol == state.ProtocolHTTPS {
+			if lc.TLS, err = tlsPolicy(s, &l); err != nil {
+				return cfg, err
+			}
+		}
 		cfg.Groups[sg.ID] = groupConfig(sg)
 		for _, r := range s.ListenerRules(l.ID) {
 			rc := RuleConfig(r)

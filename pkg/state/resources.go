@@ -17,9 +17,11 @@ const (
 	prefixRecord   = "rr-"
 	prefixRule     = "rule-"
 	prefixACL      = "acl-"
+	// prefixTLSPolicy is albctl's: the cloud's system policies have names for IDs.
+	prefixTLSPolicy = "tlsp-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule, prefixACL}
+var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule, prefixACL, prefixTLSPolicy}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -392,6 +394,9 @@ func (s *State) resolveListenerRefs(l *Listener) error {
 			return err
 		}
 		l.ACLIDs[i] = a.ID
+	}
+	if err := s.resolveTLSPolicyRef(l); err != nil {
+		return err
 	}
 	return s.resolveClientCA(l)
 }

@@ -335,6 +335,9 @@ func (l *Listener) validate(s *State) error {
 	default:
 		return invalid("protocol", l.Protocol, "must be HTTPS or HTTP")
 	}
+	if err := s.validateListenerTLSPolicy(l); err != nil {
+		return err
+	}
 	sg, err := s.ServerGroup(l.ServerGroupID)
 	if err != nil {
 		return invalid("serverGroupId", l.ServerGroupID, "no such server group")
@@ -413,6 +416,12 @@ func (s *State) Validate() error {
 	for i := range s.ACLs {
 		a := &s.ACLs[i]
 		if err := firstError(unique("ACL", a.ID, a.Name), a.validate()); err != nil {
+			return err
+		}
+	}
+	for i := range s.TLSPolicies {
+		p := &s.TLSPolicies[i]
+		if err := firstError(unique("TLS policy", p.ID, p.Name), p.validate()); err != nil {
 			return err
 		}
 	}
