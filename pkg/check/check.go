@@ -192,7 +192,15 @@ func (w *walk) findListener(context.Context) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			return fmt.Sprintf("%s: %s %s on port %d%s%s", l.ID, l.Protocol, http2, l.Port, mtls, acl), nil
+			policy := ""
+			if l.Protocol == state.ProtocolHTTPS {
+				p, err := w.in.State.ListenerTLSPolicy(l)
+				if err != nil {
+					return "", err
+				}
+				policy = fmt.Sprintf(", TLS policy %s (%s-%s)", p.Name, p.MinVersion, p.MaxVersion)
+			}
+			return fmt.Sprintf("%s: %s %s on port %d%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)

@@ -105,6 +105,12 @@ func (a *app) probeHint(s *state.State, f probe.Failure) string {
 		if len(s.Listeners) > 0 {
 			return fmt.Sprintf("no albctl listener is on port %d ('albctl listener list' shows them)", port)
 		}
+	case probe.FailTLSHandshake:
+		if l := listenerOnPort(s, f.Port()); l != nil && l.Protocol == state.ProtocolHTTPS {
+			if p, err := s.ListenerTLSPolicy(l); err == nil {
+				return fmt.Sprintf("listener %s's TLS policy %s allows %s to %s with %s; probe offers TLS 1.2 and 1.3 with Go's default suites", l.ID, p.Name, p.MinVersion, p.MaxVersion, strings.Join(p.Ciphers, ", "))
+			}
+		}
 	case probe.FailTLSClientCert:
 		if l := listenerOnPort(s, f.Port()); l != nil && l.ClientCAID != "" {
 			return fmt.Sprintf("listener %s verifies client certificates with %s (%s): pass -cert FILE -key FILE with one it issued ('albctl cert create --client --name NAME' for %s)", l.ID, l.ClientCAID, l.ClientAuth, state.LocalCA)

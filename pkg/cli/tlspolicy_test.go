@@ -2,10 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/albctl/albctl/pkg/probe"
 )
 
 type tlsPolicyJSON struct {
@@ -82,7 +86,7 @@ Unsupported: -
 	}
 
 	// A listener shows the default's name until it is given a policy, and is stored as before.
-	if got := mustRun(t, path, "listener", "get", lsn); !strings.Contains(got, "\nTLS policy:       tls_cipher_policy_1_2_strict_with_1_3\n") {
+	if got := mustRun(t, path, "listener", "get", lsn); !regexp.MustCompile(`\nTLS policy: +tls_cipher_policy_1_2_strict_with_1_3\n`).MatchString(got) {
 		t.Fatalf("listener get:\n%s", got)
 	}
 	if got := mustRun(t, path, "listener", "get", lsn, "-o", "json"); strings.Contains(got, "tlsPolicy") {
@@ -96,7 +100,7 @@ Unsupported: -
 		t.Fatalf("listener list:\n%s", got)
 	}
 	mustRun(t, path, "listener", "update", lsn, "--tls-policy", "tls_cipher_policy_1_1")
-	if got := mustRun(t, path, "listener", "get", lsn); !strings.Contains(got, "\nTLS policy:       tls_cipher_policy_1_1\n") {
+	if got := mustRun(t, path, "listener", "get", lsn); !regexp.MustCompile(`\nTLS policy: +tls_cipher_policy_1_1\n`).MatchString(got) {
 		t.Fatalf("listener get:\n%s", got)
 	}
 	mustRun(t, path, "listener", "create", "--lb", "demo", "--port", "9443", "--cert", "grpc-example", "--server-group", "grpc-backends",
@@ -187,5 +191,21 @@ func TestTLSPolicyCompletion(t *testing.T) {
 		if !strings.HasPrefix(got, tt.start) || !strings.HasSuffix(got, tt.end) {
 			t.Errorf("completion of %q:\n%q\nwant it to start with %q and end with %q", tt.args, got, tt.start, tt.end)
 		}
+	}
+}
+
+// TestProbeHintNamesThePolicy: a handshake a listener refused is explained by its TLS policy.
+func TestProbeHintNamesThePolicy(t *testing.T) {
+	path := walkthrough(t)
+	l := decode[[]struct{ ID string }](t, mustRun(t, path, "listener", "list", "-o", "json"))[0]
+	mustRun(t, path, "listener", "update", l.ID, "--tls-policy", "tls_cipher_policy_1_2_strict")
+	a := &app{statePath: path}
+	s, err := a.store().Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hint := a.probeHint(s, probe.Failure{Kind: probe.FailTLSHandshake, Target: "grpc.example.test:8443"})
+	if !strings.HasPrefix(hint, "listener "+l.ID+"'s TLS policy tls_cipher_policy_1_2_strict allows TLSv1.2 to TLSv1.2 with ECDHE-") {
+		t.Fatalf("hint %q", hint)
 	}
 }

@@ -21,7 +21,6 @@ const (
 	prefixTLSPolicy = "tlsp-"
 )
 
-var idPrefixes = []string{prefixLB, prefixSG, prefixListener, prefixCert, prefixRecord, prefixRule, prefixACL, prefixTLSPolicy}
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
