@@ -21,7 +21,6 @@ const (
 	prefixTLSPolicy = "tlsp-"
 )
 
-
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 // newID returns the prefix and 16 random lowercase letters and digits.
