@@ -211,17 +211,7 @@ func TestValidationRules(t *testing.T) {
 			if err == nil {
 				t.Fatal("the change was accepted")
 			}
-			var invalid *InvalidError
-			var conflicting *ConflictError
-			switch {
-			case tt.field != "" && (!errors.As(err, &invalid) || invalid.Field != tt.field):
-				t.Fatalf("error %v (%T), want an InvalidError of %s", err, err, tt.field)
-			case tt.field == "" && !errors.As(err, &conflicting):
-				t.Fatalf("error %v (%T), want a ConflictError", err, err)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %q does not say %q", err, tt.want)
-			}
+			wantRefusal(t, err, tt.field, tt.want)
 		})
 	}
 }
@@ -272,5 +262,22 @@ func TestNamesMayStartWithOtherKindsPrefixes(t *testing.T) {
 	}
 	if err := s.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// wantRefusal fails unless err is an InvalidError of field (a ConflictError when field is
+// empty) that says want.
+func wantRefusal(t *testing.T, err error, field, want string) {
+	t.Helper()
+	var invalid *InvalidError
+	var conflicting *ConflictError
+	switch {
+	case field != "" && (!errors.As(err, &invalid) || invalid.Field != field):
+		t.Fatalf("error %v (%T), want an InvalidError of %s", err, err, field)
+	case field == "" && !errors.As(err, &conflicting):
+		t.Fatalf("error %v (%T), want a ConflictError", err, err)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not say %q", err, want)
 	}
 }

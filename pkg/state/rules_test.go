@@ -241,17 +241,7 @@ func TestRuleValidation(t *testing.T) {
 			if err == nil {
 				t.Fatal("the rule was accepted")
 			}
-			var invalid *InvalidError
-			var conflicting *ConflictError
-			switch {
-			case tt.field != "" && (!errors.As(err, &invalid) || invalid.Field != tt.field):
-				t.Fatalf("error %v (%T), want an InvalidError of %s", err, err, tt.field)
-			case tt.field == "" && !errors.As(err, &conflicting):
-				t.Fatalf("error %v (%T), want a ConflictError", err, err)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %q does not say %q", err, tt.want)
-			}
+			wantRefusal(t, err, tt.field, tt.want)
 			if len(s.Rules) != 1 {
 				t.Fatalf("a refused rule was added: %+v", s.Rules)
 			}

@@ -198,17 +198,7 @@ func TestTLSPolicyRefused(t *testing.T) {
 			if err == nil {
 				t.Fatal("the change was accepted")
 			}
-			var invalid *InvalidError
-			var conflicting *ConflictError
-			switch {
-			case tt.field != "" && (!errors.As(err, &invalid) || invalid.Field != tt.field):
-				t.Fatalf("error %v (%T), want an InvalidError of %s", err, err, tt.field)
-			case tt.field == "" && !errors.As(err, &conflicting):
-				t.Fatalf("error %v (%T), want a ConflictError", err, err)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %q does not say %q", err, tt.want)
-			}
+			wantRefusal(t, err, tt.field, tt.want)
 		})
 	}
 
