@@ -28,6 +28,12 @@ type State struct {
 	CA *CA `json:"ca,omitempty"`
 }
 
+// Empty reports whether the document holds no resources (albctl's CA aside).
+func (s *State) Empty() bool {
+	return len(s.LoadBalancers)+len(s.ServerGroups)+len(s.Certificates)+len(s.Listeners)+len(s.Domains)+
+		len(s.Records)+len(s.Rules)+len(s.ACLs)+len(s.TLSPolicies) == 0
+}
+
 // LoadBalancer is an instance with an address and a generated domain name.
 type LoadBalancer struct {
 	ID      string `json:"id"`

@@ -131,15 +131,23 @@ func (f *FileStore) Update(ctx context.Context, change func(*State) error) (*Sta
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
+	data, err := Encode(s)
 	if err != nil {
 		return nil, err
 	}
-	data = append(data, '\n')
 	if bytes.Equal(data, old) {
 		return s, nil
 	}
 	return s, WriteFileAtomic(f.path, data)
+}
+
+// Encode writes the document as every store keeps it: indented JSON and a final newline.
+func Encode(s *State) ([]byte, error) {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
 }
 
 // WriteFileAtomic replaces path with data so that readers see the old file or the new one, never a
