@@ -14,8 +14,11 @@ import (
 	"github.com/gofrs/flock"
 )
 
-// Store keeps the document. Load gives a snapshot; Update runs a change under an exclusive lock
-// and writes the result only if the change and the validation of the whole document succeed.
+// Store keeps the document. Load gives a snapshot; Update applies a change and writes the result
+// only if the change and the validation of the whole document succeed, and only over the document
+// the change was applied to. A store may run change again on a fresh copy when another writer got
+// there first, so change must do nothing but edit the state it is given (recording a result in a
+// variable is fine: the last run's stands).
 type Store interface {
 	Load(ctx context.Context) (*State, error)
 	Update(ctx context.Context, change func(*State) error) (*State, error)
@@ -86,6 +89,15 @@ func Decode(path string, data []byte) (*State, error) {
 		return nil, &CorruptError{Path: path, Err: err}
 	}
 	return s, nil
+}
+
+// Encode writes the document as every store keeps it: indented JSON ending in a newline.
+func Encode(s *State) ([]byte, error) {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
 }
 
 // describeJSONError adds the line and column to a syntax error.

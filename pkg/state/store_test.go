@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -16,16 +15,6 @@ import (
 func newStore(t *testing.T) *FileStore {
 	t.Helper()
 	return NewFileStore(filepath.Join(t.TempDir(), "sub", "state.json"))
-}
-
-func TestStoreMissingFileIsEmpty(t *testing.T) {
-	s, err := newStore(t).Load(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Version != Version || len(s.LoadBalancers) != 0 {
-		t.Fatalf("got %+v", s)
-	}
 }
 
 func TestStoreWritesPrivately(t *testing.T) {
@@ -140,41 +129,6 @@ func TestStoreReadsGroupsWithoutSlowStart(t *testing.T) {
 	var corrupt *CorruptError
 	if !errors.As(err, &corrupt) || !strings.Contains(err.Error(), `invalid slowStart "60s": needs the wrr or wlc scheduler`) {
 		t.Fatalf("sch with slow start: %v", err)
-	}
-}
-
-// TestStoreConcurrentUpdates runs writers in parallel goroutines of one process; the test of the
-// same with separate processes lives with the CLI.
-func TestStoreConcurrentUpdates(t *testing.T) {
-	store := newStore(t)
-	ctx := context.Background()
-	if _, err := store.Update(ctx, func(s *State) error {
-		_, err := s.CreateServerGroup(NewServerGroup("grp", ProtocolGRPC))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := store.Update(ctx, func(s *State) error {
-				_, err := s.AddServers("grp", []Server{{Address: "127.0.0.1", Port: 50000 + i, Weight: 100}})
-				return err
-			})
-			if err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	s, err := store.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(s.ServerGroups[0].Servers); n != 20 {
-		t.Fatalf("%d servers recorded, want 20", n)
 	}
 }
 

@@ -1,0 +1,448 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/albctl/albctl/pkg/state"
+	"github.com/albctl/albctl/pkg/state/storetest"
+)
+
+// shared is the etcd most tests use, one per test binary; each test takes its own prefix.
+var shared struct {
+	endpoint string
+	raw      *clientv3.Client
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runWithEtcd(m))
+}
+
+func runWithEtcd(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "etcdstore-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	e, err := startEtcd(dir, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer e.Close()
+	shared.endpoint = e.Clients[0].Addr().String()
+	shared.raw, err = clientv3.New(clientv3.Config{Endpoints: []string{shared.endpoint}, Logger: zap.NewNop()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer shared.raw.Close()
+	return m.Run()
+}
+
+// startEtcd runs a one-member etcd in dir on loopback ports the kernel picks, unless configure
+// sets others, and waits until it serves.
+func startEtcd(dir string, configure func(*embed.Config)) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	cfg.UnsafeNoFsync = true // tests only: a crash loses nothing that matters
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.EnableGRPCGateway = false
+	cfg.TickMs, cfg.ElectionMs = 10, 100 // a one-member cluster elects itself sooner
+	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{local}, []url.URL{local}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{local}, []url.URL{local}
+	if configure != nil {
+		configure(cfg)
+	}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(15 * time.Second):
+		e.Close()
+		return nil, errors.New("embedded etcd not ready after 15s")
+	}
+}
+
+// newEtcd is startEtcd for one test, stopped at its end.
+func newEtcd(t *testing.T, configure func(*embed.Config)) *embed.Etcd {
+	t.Helper()
+	e, err := startEtcd(t.TempDir(), configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+var prefixes atomic.Int64
+
+// sharedOptions are options for a new, empty prefix on the shared etcd.
+func sharedOptions() Options {
+	return Options{Endpoints: []string{shared.endpoint}, Prefix: fmt.Sprintf("/albctl/test%d", prefixes.Add(1))}
+}
+
+func open(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func put(t *testing.T, key string, data []byte) {
+	t.Helper()
+	if _, err := shared.raw.Put(context.Background(), key, string(data)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func get(t *testing.T, key string) (value []byte, modRevision int64) {
+	t.Helper()
+	resp, err := shared.raw.Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0
+	}
+	return resp.Kvs[0].Value, resp.Kvs[0].ModRevision
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		opts := sharedOptions()
+		key := opts.Prefix + "/state"
+		return storetest.Harness{
+			Store:    open(t, opts),
+			Reopen:   func() state.Store { return open(t, opts) },
+			ReadRaw:  func() []byte { v, _ := get(t, key); return v },
+			WriteRaw: func(data []byte) { put(t, key, data) },
+		}
+	})
+}
+
+func createLB(name string) func(*state.State) error {
+	return func(s *state.State) error {
+		_, err := s.CreateLoadBalancer(state.LoadBalancer{Name: name, Address: "127.0.0.1"})
+		return err
+	}
+}
+
+func TestUpdateThatChangesNothingDoesNotWrite(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	if _, err := s.Update(ctx, createLB("first")); err != nil {
+		t.Fatal(err)
+	}
+	_, before := get(t, s.key)
+	if _, err := s.Update(ctx, func(*state.State) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, after := get(t, s.key); after != before {
+		t.Fatalf("the key was rewritten: revision %d, was %d", after, before)
+	}
+}
+
+// TestUpdateGivesUpUnderConstantChange has another writer commit during every attempt.
+func TestUpdateGivesUpUnderConstantChange(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	attempts := 0
+	_, err := s.Update(ctx, func(st *state.State) error {
+		attempts++
+		other := state.New()
+		if err := createLB(fmt.Sprintf("other-%d", attempts))(other); err != nil {
+			return err
+		}
+		data, _ := state.Encode(other)
+		put(t, s.key, data)
+		return createLB("mine")(st)
+	})
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || attempts != maxAttempts {
+		t.Fatalf("after %d attempts: error %v, want a ConflictError after %d", attempts, err, maxAttempts)
+	}
+	t.Log(err)
+	got, err := s.Load(ctx)
+	if err != nil || len(got.LoadBalancers) != 1 || got.LoadBalancers[0].Name != fmt.Sprintf("other-%d", maxAttempts) {
+		t.Fatalf("the document holds %+v (%v), want only the other writer's last", got, err)
+	}
+}
+
+// watcher runs Watch for one test and collects what it hands over.
+type watcher struct {
+	applied  chan applied
+	reported chan error
+	done     chan struct{}
+	cancel   context.CancelFunc
+}
+
+type applied struct {
+	state *state.State
+	rev   int64
+}
+
+func startWatch(t *testing.T, s *Store, after int64) *watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &watcher{applied: make(chan applied, 10), reported: make(chan error, 10), done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(w.done)
+		s.Watch(ctx, after, func(st *state.State, rev int64) { w.applied <- applied{st, rev} }, func(err error) { w.reported <- err })
+	}()
+	t.Cleanup(func() { w.stop(t) })
+	return w
+}
+
+// stop cancels the watch and waits until Watch returns.
+func (w *watcher) stop(t *testing.T) {
+	w.cancel()
+	select {
+	case <-w.done:
+	case <-time.After(5 * time.Second):
+		t.Error("Watch did not return after its context was canceled")
+	}
+}
+
+func (w *watcher) expectApply(t *testing.T, within time.Duration) applied {
+	t.Helper()
+	select {
+	case a := <-w.applied:
+		return a
+	case err := <-w.reported:
+		t.Fatalf("reported %v, want a document applied", err)
+	case <-time.After(within):
+		t.Fatalf("nothing applied within %v", within)
+	}
+	return applied{}
+}
+
+func (w *watcher) expectReport(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case a := <-w.applied:
+		t.Fatalf("applied %d load balancers, want a report", len(a.state.LoadBalancers))
+	case err := <-w.reported:
+		return err
+	case <-time.After(within):
+		t.Fatalf("nothing reported within %v", within)
+	}
+	return nil
+}
+
+func (w *watcher) expectNothing(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case a := <-w.applied:
+		t.Fatalf("applied %d load balancers, want nothing", len(a.state.LoadBalancers))
+	case err := <-w.reported:
+		t.Fatalf("reported %v, want nothing", err)
+	case <-time.After(d):
+	}
+}
+
+func TestWatchSeesUpdates(t *testing.T) {
+	opts := sharedOptions()
+	s := open(t, opts)
+	ctx := context.Background()
+	_, rev, err := s.LoadRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, s, rev)
+	other := open(t, opts)
+	for _, name := range []string{"first", "second"} {
+		if _, err := other.Update(ctx, createLB(name)); err != nil {
+			t.Fatal(err)
+		}
+		a := w.expectApply(t, time.Second)
+		if last := a.state.LoadBalancers[len(a.state.LoadBalancers)-1]; last.Name != name {
+			t.Fatalf("applied %s, want %s", last.Name, name)
+		}
+		if _, modRev := get(t, s.key); a.rev != modRev {
+			t.Fatalf("applied at revision %d, the key's is %d", a.rev, modRev)
+		}
+	}
+	w.stop(t)
+}
+
+func TestWatchRecoversFromCompaction(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	_, rev, err := s.LoadRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lb-a", "lb-b", "lb-c"} {
+		if _, err := s.Update(ctx, createLB(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The watch starts behind the compacted revision, as one that was away would resume.
+	_, latest := get(t, s.key)
+	if _, err := shared.raw.Compact(ctx, latest); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, s, rev)
+	if a := w.expectApply(t, 2*time.Second); len(a.state.LoadBalancers) != 3 || a.rev != latest {
+		t.Fatalf("after compaction applied %d load balancers at revision %d, want 3 at %d", len(a.state.LoadBalancers), a.rev, latest)
+	}
+	if _, err := s.Update(ctx, createLB("lb-d")); err != nil {
+		t.Fatal(err)
+	}
+	if a := w.expectApply(t, time.Second); len(a.state.LoadBalancers) != 4 {
+		t.Fatalf("applied %d load balancers, want 4", len(a.state.LoadBalancers))
+	}
+}
+
+func TestWatchReportsBadAndDeletedDocuments(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	_, rev, err := s.LoadRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, s, rev)
+	put(t, s.key, []byte(`{"version": 1, "pools": []}`))
+	var corrupt *state.CorruptError
+	if err := w.expectReport(t, time.Second); !errors.As(err, &corrupt) {
+		t.Fatalf("reported %v, want a CorruptError", err)
+	}
+	if _, err := shared.raw.Delete(ctx, s.key); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.expectReport(t, time.Second); !strings.Contains(err.Error(), "is gone") {
+		t.Fatalf("deletion reported as %v", err)
+	}
+	if _, err := s.Update(ctx, createLB("again")); err != nil {
+		t.Fatal(err)
+	}
+	if a := w.expectApply(t, time.Second); len(a.state.LoadBalancers) != 1 {
+		t.Fatalf("applied %d load balancers, want 1", len(a.state.LoadBalancers))
+	}
+}
+
+// proxy forwards loopback connections to etcd, and can cut them all, as a network would.
+type proxy struct {
+	target, addr string
+	mu           sync.Mutex
+	listener     net.Listener
+	conns        []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{target: target, addr: l.Addr().String()}
+	p.serve(l)
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *proxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.listener = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			down, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, down, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, down); up.Close() }()
+			go func() { _, _ = io.Copy(down, up); down.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.listener.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(l)
+}
+
+func TestWatchOutlivesLosingEtcd(t *testing.T) {
+	ctx := context.Background()
+	direct := sharedOptions()
+	writer := open(t, direct)
+	viaProxy := direct
+	p := startProxy(t, shared.endpoint)
+	viaProxy.Endpoints = []string{p.addr}
+	s := open(t, viaProxy)
+	s.probeInterval = 250 * time.Millisecond
+	_, rev, err := s.LoadRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, s, rev)
+	if _, err := writer.Update(ctx, createLB("before")); err != nil {
+		t.Fatal(err)
+	}
+	w.expectApply(t, time.Second)
+
+	p.cut()
+	if err := w.expectReport(t, 3*time.Second); !strings.Contains(err.Error(), "does not answer") {
+		t.Fatalf("lost etcd reported as %v", err)
+	}
+	if _, err := writer.Update(ctx, createLB("during")); err != nil {
+		t.Fatal(err)
+	}
+	w.expectNothing(t, time.Second) // the loss is reported once
+
+	p.restore(t)
+	if a := w.expectApply(t, 10*time.Second); len(a.state.LoadBalancers) != 2 {
+		t.Fatalf("after etcd came back applied %d load balancers, want 2", len(a.state.LoadBalancers))
+	}
+	p.cut()
+	w.stop(t) // cancel ends Watch while etcd is away, too
+}
