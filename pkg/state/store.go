@@ -153,15 +153,6 @@ func (f *FileStore) Update(ctx context.Context, change func(*State) error) (*Sta
 	return s, WriteFileAtomic(f.path, data)
 }
 
-// Encode writes the document as every store keeps it: indented JSON and a final newline.
-func Encode(s *State) ([]byte, error) {
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(data, '\n'), nil
-}
-
 // WriteFileAtomic replaces path with data so that readers see the old file or the new one, never a
 // mix, even after a crash. The temporary file, and so the result, is created with mode 0600.
 func WriteFileAtomic(path string, data []byte) error {
