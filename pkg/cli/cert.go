@@ -58,9 +58,7 @@ const (
 )
 
 // caPath is where the CA's certificate is written for clients: beside the state file.
-func caPath(statePath string) string {
-	return strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-ca.pem"
-}
+func (a *app) caPath() string { return a.localBase() + "-ca.pem" }
 
 // ensureCA creates the local CA in s if it has none.
 func (a *app) ensureCA(s *state.State) error {
@@ -77,7 +75,10 @@ func (a *app) ensureCA(s *state.State) error {
 
 // writeCAFile writes the CA's certificate (public) where clients can point -cacert.
 func (a *app) writeCAFile(ca *state.CA) (string, error) {
-	path := caPath(a.statePath)
+	path := a.caPath()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", fmt.Errorf("write CA certificate: %w", err)
+	}
 	if old, err := os.ReadFile(path); err == nil && string(old) == ca.CertPEM {
 		return path, nil
 	}
@@ -156,7 +157,7 @@ a client certificate for mutual TLS (its subject's common name is NAME), which a
 
 // createClientCert issues a client certificate, stores it and writes it and its key to files.
 func (a *app) createClientCert(cmd *cobra.Command, name, certFile, keyFile string) error {
-	base := strings.TrimSuffix(a.statePath, filepath.Ext(a.statePath)) + "-" + name
+	base := a.localBase() + "-" + name
 	if certFile == "" {
 		certFile = base + ".pem"
 	}

@@ -491,7 +491,7 @@ func (d *demo) burst(n int, stopped *demoServer) error {
 // albctl's CA, and counts them by the server that answered, and those that failed.
 func (d *demo) callCounts(n int, md ...string) (map[string]int, int, error) {
 	pool := x509.NewCertPool()
-	caPEM, err := os.ReadFile(caPath(d.a.statePath))
+	caPEM, err := os.ReadFile(d.a.caPath())
 	if err != nil {
 		return nil, 0, err
 	}

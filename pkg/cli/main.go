@@ -40,7 +40,8 @@ func isTerminal(w io.Writer) bool {
 
 // Main runs albctl with the arguments after the program name and returns the exit code.
 func Main(ctx context.Context, args []string, io IOStreams) int {
-	root := NewRootCmd(io)
+	root, a := newRoot(io)
+	defer a.closeStore()
 	root.SetArgs(args)
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {

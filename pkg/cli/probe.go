@@ -117,7 +117,7 @@ func (a *app) probeHint(s *state.State, f probe.Failure) string {
 		}
 	case probe.FailTLSUnknownAuthority:
 		if s.CA != nil {
-			return fmt.Sprintf("if the listener's certificate is albctl's, use -cacert %s (the path 'albctl cert ca' prints), or -insecure to skip verification", caPath(a.statePath))
+			return fmt.Sprintf("if the listener's certificate is albctl's, use -cacert %s (the path 'albctl cert ca' prints), or -insecure to skip verification", a.caPath())
 		}
 	}
 	return ""

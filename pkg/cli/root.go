@@ -30,13 +30,18 @@ type app struct {
 	output     string
 	configFile string
 	admin      string
+	etcdOpts   etcdSettings
+	etcd       state.Store // opened on first use of an etcd:// state
 	now        func() time.Time
 }
 
-func (a *app) store() state.Store { return state.NewFileStore(a.statePath) }
-
 // NewRootCmd builds the whole command tree.
 func NewRootCmd(streams IOStreams) *cobra.Command {
+	root, _ := newRoot(streams)
+	return root
+}
+
+func newRoot(streams IOStreams) (*cobra.Command, *app) {
 	a := &app{io: streams, now: time.Now}
 	root := &cobra.Command{
 		Use:   "albctl",
@@ -64,11 +69,15 @@ then defaults.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &UsageError{Err: err} })
 
 	flags := root.PersistentFlags()
-	flags.StringVar(&a.statePath, "state", "", "state file (default $XDG_STATE_HOME/albctl/state.json, else ~/.local/state/albctl/state.json)")
+	flags.StringVar(&a.statePath, "state", "", "state file (default $XDG_STATE_HOME/albctl/state.json, else ~/.local/state/albctl/state.json), or etcd://HOST:PORT[,HOST:PORT...]/PREFIX for a state in etcd, which holds the certificates' private keys: use TLS and an etcd role limited to PREFIX")
+	flags.StringVar(&a.etcdOpts.cacert, "etcd-cacert", "", "for an etcd state: PEM file with the CA that verifies etcd's certificate")
+	flags.StringVar(&a.etcdOpts.cert, "etcd-cert", "", "for an etcd state: PEM file with albctl's client certificate (needs --etcd-key)")
+	flags.StringVar(&a.etcdOpts.key, "etcd-key", "", "for an etcd state: PEM file with the client certificate's key")
+	flags.StringVar(&a.etcdOpts.user, "etcd-user", "", "for an etcd state: the etcd user; the password comes from ALBCTL_ETCD_PASSWORD")
 	flags.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	flags.StringVar(&a.configFile, "config", "", "config file of flag defaults (default $XDG_CONFIG_HOME/albctl/config.yaml, if it exists)")
 	flags.StringVar(&a.admin, "admin", "", "admin API of 'albctl serve': where serve listens, and where other commands find it (default: 127.0.0.1 with a free port, recorded beside the state file)")
-	markSetting(flags, "state", "output", "admin")
+	markSetting(flags, "state", "output", "admin", "etcd-cacert", "etcd-cert", "etcd-key", "etcd-user")
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion("table", "json", "yaml"))
 
 	defer rejectUnknownSubcommands(root)
@@ -89,7 +98,7 @@ then defaults.`,
 		newDemoCmd(a),
 		newVersionCmd(a),
 	)
-	return root
+	return root, a
 }
 
 // rejectUnknownSubcommands makes every command that only groups others treat an unknown word

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
 	"github.com/albctl/albctl/pkg/state"
@@ -30,6 +31,9 @@ type Runtime struct {
 
 // RuntimePath is where serve records its Runtime for the state file at statePath.
 func RuntimePath(statePath string) string {
+	if etcdstore.IsLocation(statePath) {
+		return ""
+	}
 	return strings.TrimSuffix(statePath, filepath.Ext(statePath)) + "-serve.json"
 }
 
@@ -98,8 +102,11 @@ func (srv *Server) startAdmin(ctx context.Context, wg *sync.WaitGroup) (string, 
 		removeRuntime(runtimePath, os.Getpid())
 	}()
 	rt := Runtime{Admin: l.Addr().String(), PID: os.Getpid(), Since: since}
-	if err := writeRuntime(runtimePath, rt); err != nil {
-		srv.log.Warn("could not record the admin API's address; other commands need --admin", "err", err)
+	// Many replicas may serve an etcd state (no runtime path): none records itself beside it.
+	if runtimePath != "" {
+		if err := writeRuntime(runtimePath, rt); err != nil {
+			srv.log.Warn("could not record the admin API's address; other commands need --admin", "err", err)
+		}
 	}
 	return rt.Admin, nil
 }
@@ -135,6 +142,9 @@ func removeRuntime(path string, pid int) {
 // given, else the address serve recorded beside the state file. It fails when nothing answers.
 func Discover(statePath, override string) (string, error) {
 	addr := override
+	if addr == "" && RuntimePath(statePath) == "" {
+		return "", fmt.Errorf("%w (%s): the serve replicas of an etcd state are not recorded locally; name one's admin API with --admin", errNotRunning, statePath)
+	}
 	if addr == "" {
 		data, err := os.ReadFile(RuntimePath(statePath))
 		if errors.Is(err, fs.ErrNotExist) {

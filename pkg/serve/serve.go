@@ -19,6 +19,7 @@ import (
 	"time"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
+	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy"
 	"github.com/albctl/albctl/pkg/proxy/obs"
@@ -27,7 +28,8 @@ import (
 
 // Options are what serve runs with.
 type Options struct {
-	Store *state.FileStore
+	// Store is a state file, which one serve follows, or an etcd state, which many may.
+	Store state.Store
 	// LB limits serving to the listeners of one load balancer (ID or name); empty serves all.
 	LB string
 	// AdminAddr is where the admin API listens; "" means 127.0.0.1 with a port the kernel picks.
@@ -70,8 +72,10 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.ReloadInterval == 0 {
 		opts.ReloadInterval = 250 * time.Millisecond
 	}
-	if addr, err := Discover(opts.Store.Location(), ""); err == nil {
-		return fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", opts.Store.Location(), addr)
+	if _, ok := opts.Store.(*state.FileStore); ok {
+		if addr, err := Discover(opts.Store.Location(), ""); err == nil {
+			return fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", opts.Store.Location(), addr)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(opts.Log, &slog.HandlerOptions{
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -96,8 +100,7 @@ func Run(ctx context.Context, opts Options) error {
 		OnConnectFailure: srv.health.ReportFailure,
 	})
 
-	seen := opts.Store.Stat()
-	s, err := opts.Store.Load(ctx)
+	s, follow, err := load(ctx, opts.Store, opts.ReloadInterval)
 	if err != nil {
 		return err
 	}
@@ -137,7 +140,7 @@ func Run(ctx context.Context, opts Options) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		opts.Store.Watch(runCtx, seen, opts.ReloadInterval, func(s *state.State) {
+		follow(runCtx, func(s *state.State) {
 			if err := srv.apply(s); err != nil {
 				log.Error("state not applied; still serving the last good configuration", "err", err)
 				return
@@ -145,9 +148,9 @@ func Run(ctx context.Context, opts Options) error {
 			if srv.dns != nil {
 				srv.dns.Update(s)
 			}
-			log.Info("state reloaded", "file", opts.Store.Location())
+			log.Info("state reloaded", "state", opts.Store.Location())
 		}, func(err error) {
-			log.Error("state file unreadable; still serving the last good configuration", "err", err)
+			log.Error("state unreadable; still serving the last good configuration", "err", err)
 		})
 	}()
 
@@ -165,6 +168,25 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// load reads the state and returns the function that follows its changes: a state file is
+// checked every interval, an etcd state is watched.
+func load(ctx context.Context, store state.Store, interval time.Duration) (*state.State, func(context.Context, func(*state.State), func(error)), error) {
+	switch st := store.(type) {
+	case *state.FileStore:
+		seen := st.Stat()
+		s, err := st.Load(ctx)
+		return s, func(ctx context.Context, apply func(*state.State), report func(error)) {
+			st.Watch(ctx, seen, interval, apply, report)
+		}, err
+	case *etcdstore.Store:
+		s, rev, err := st.LoadRevision(ctx)
+		return s, func(ctx context.Context, apply func(*state.State), report func(error)) {
+			st.Watch(ctx, rev, func(s *state.State, _ int64) { apply(s) }, report)
+		}, err
+	}
+	return nil, nil, fmt.Errorf("serve cannot follow the state at %s", store.Location())
 }
 
 // apply turns a state into the proxy's configuration and applies it; on error the running

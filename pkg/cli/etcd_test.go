@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/echo"
+	"github.com/albctl/albctl/pkg/echo/echopb"
+	"github.com/albctl/albctl/pkg/serve"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// etcdState starts a one-member etcd on a loopback port the kernel picks, for the test, and
+// returns an etcd:// state location in it.
+func etcdState(t *testing.T) string {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = t.TempDir()
+	cfg.UnsafeNoFsync = true
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{local}, []url.URL{local}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{local}, []url.URL{local}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(15 * time.Second):
+		t.Fatal("embedded etcd not ready")
+	}
+	return "etcd://" + e.Clients[0].Addr().String() + "/albctl/test"
+}
+
+// TestCommandsOnAnEtcdState runs the tutorial's commands on a state in etcd, and moves the
+// state to a file and back with export and import.
+func TestCommandsOnAnEtcdState(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := etcdState(t)
+	mustRun(t, loc, "lb", "create", "--name", "demo")
+	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
+	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", "127.0.0.1:50051")
+	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test")
+	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", "8443", "--cert", "grpc-example", "--server-group", "grpc-backends")
+	if got := decode[[]struct{ Name string }](t, mustRun(t, loc, "servergroup", "list", "-o", "json")); len(got) != 1 || got[0].Name != "grpc-backends" {
+		t.Fatalf("servergroup list: %v", got)
+	}
+	ca := strings.TrimSpace(mustRun(t, loc, "cert", "ca"))
+	if _, err := os.Stat(ca); err != nil || !strings.HasPrefix(ca, os.Getenv("XDG_CACHE_HOME")) {
+		t.Fatalf("cert ca wrote %s: %v", ca, err)
+	}
+
+	// A refused change leaves the document as it was.
+	before := mustRun(t, loc, "state", "export")
+	if r := run(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", "127.0.0.1:50051"); r.code != ExitError {
+		t.Fatalf("a duplicate server: exit %d %s", r.code, r.err)
+	}
+	if after := mustRun(t, loc, "state", "export"); after != before {
+		t.Fatal("a refused change altered the etcd state")
+	}
+
+	// To a file and back.
+	file := filepath.Join(t.TempDir(), "state.json")
+	export := filepath.Join(t.TempDir(), "export.json")
+	if err := os.WriteFile(export, []byte(before), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, file, "state", "import", export)
+	if got := mustRun(t, file, "state", "export"); got != before {
+		t.Fatal("the file holds another document than etcd did")
+	}
+	if r := run(t, loc, "state", "import", export); r.code != ExitUsage || !strings.Contains(r.err, loc+" already holds a configuration") {
+		t.Fatalf("import over the etcd state: exit %d %s", r.code, r.err)
+	}
+	mustRun(t, loc, "state", "import", "--force", export)
+
+	// What cannot be reached, or read, says so.
+	if r := run(t, "etcd://127.0.0.1:1/albctl/x", "lb", "list"); r.code != ExitError || !strings.Contains(r.err, "127.0.0.1:1") {
+		t.Fatalf("an etcd that is not there: exit %d %s", r.code, r.err)
+	}
+	if r := run(t, "etcd://127.0.0.1:2379", "lb", "list"); r.code != ExitUsage || !strings.Contains(r.err, "--state") {
+		t.Fatalf("an etcd location without a prefix: exit %d %s", r.code, r.err)
+	}
+}
+
+// TestServeFollowsAnEtcdState runs serve on a state in etcd: it serves the listener, and a
+// change made with albctl reaches it through its watch, within a second.
+func TestServeFollowsAnEtcdState(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := etcdState(t)
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
+	_, b2 := testutil.StartEcho(t, echo.Options{Name: "b2"})
+	port := testutil.FreePort(t)
+	mustRun(t, loc, "lb", "create", "--name", "demo")
+	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
+	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b1)
+	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test")
+	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
+
+	admin := "127.0.0.1:" + itoa(testutil.FreePort(t))
+	cmd := exec.Command(os.Args[0], "--state", loc, "serve", "--admin", admin)
+	cmd.Env = append(os.Environ(), "ALBCTL_TEST_RUN_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
+		_, err := serve.Discover(loc, admin)
+		return err == nil
+	})
+	if r := run(t, loc, "servergroup", "health", "grpc-backends"); r.code == ExitOK || !strings.Contains(r.err, "name one's admin API with --admin") {
+		t.Fatalf("health without --admin on an etcd state: exit %d %s", r.code, r.err)
+	}
+	client := echoClient(t, loc, port)
+	call := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, err := client.UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
+		if err != nil {
+			t.Fatalf("call through serve: %v\n%s", err, stderr.String())
+		}
+		return res.Server
+	}
+	if got := call(); got != "b1" {
+		t.Fatalf("call reached %s", got)
+	}
+	mustRun(t, loc, "servergroup", "update-servers", "grpc-backends", "--server", b1+",weight=0")
+	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b2)
+	deadline := time.Now().Add(time.Second)
+	for call() != "b2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the change in etcd did not reach serve within a second\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
