@@ -120,8 +120,10 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
 	})
 	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
 		_, err := serve.Discover(loc, admin)
@@ -143,6 +145,16 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 	if got := call(); got != "b1" {
 		t.Fatalf("call reached %s", got)
 	}
+	type replica struct {
+		Admin           string
+		Listeners       []string
+		AppliedRevision int64
+	}
+	replicas := decode[[]replica](t, mustRun(t, loc, "lb", "replicas", "demo", "-o", "json"))
+	if len(replicas) != 1 || replicas[0].Admin != admin || len(replicas[0].Listeners) != 1 || replicas[0].Listeners[0] != "127.0.0.1:"+itoa(port) || replicas[0].AppliedRevision == 0 {
+		t.Fatalf("lb replicas: %+v", replicas)
+	}
+	first := replicas[0].AppliedRevision
 	mustRun(t, loc, "servergroup", "update-servers", "grpc-backends", "--server", b1+",weight=0")
 	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b2)
 	deadline := time.Now().Add(time.Second)
@@ -151,5 +163,23 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 			t.Fatalf("the change in etcd did not reach serve within a second\n%s", stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	testutil.WaitFor(t, "the replica to record the revision it applied", func() bool {
+		r := decode[[]replica](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
+		return len(r) == 1 && r[0].AppliedRevision > first
+	})
+
+	// A clean stop removes the record at once, not a lease later.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve: %v\n%s", err, stderr.String())
+	}
+	if r := decode[[]replica](t, mustRun(t, loc, "lb", "replicas", "-o", "json")); len(r) != 0 {
+		t.Fatalf("replicas after serve stopped: %+v", r)
+	}
+	if r := run(t, newState(t), "lb", "replicas"); r.code != ExitUsage || !strings.Contains(r.err, "replicas are recorded in an etcd state") {
+		t.Fatalf("lb replicas on a state file: exit %d %s", r.code, r.err)
 	}
 }

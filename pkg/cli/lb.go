@@ -13,7 +13,7 @@ func newLBCmd(a *app) *cobra.Command {
 		Long: `A load balancer instance has an IP address to listen on and a generated domain name
 (alb-<id>.` + state.LBDomainSuffix + `) that albctl's DNS resolves to that address.`,
 	}
-	cmd.AddCommand(newLBCreateCmd(a), newLBListCmd(a), newGetCmd(a, "LB", "Show a load balancer, by ID or name", "  albctl lb get demo -o json",
+	cmd.AddCommand(newLBCreateCmd(a), newLBListCmd(a), newLBReplicasCmd(a), newGetCmd(a, "LB", "Show a load balancer, by ID or name", "  albctl lb get demo -o json",
 		lbRefs, (*state.State).LoadBalancer, a.printLB),
 		newDeleteCmd(a, "LB", "Delete a load balancer that has no listeners", "  albctl lb delete demo",
 			lbRefs, (*state.State).DeleteLoadBalancer, a.printLB))

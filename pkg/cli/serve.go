@@ -65,7 +65,7 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 				os.Exit(ExitError) // the user asked twice: nothing may delay the exit
 			}()
 			opts := serve.Options{
-				Store: a.store(), LB: lbRef, AdminAddr: a.admin, DNSAddr: dnsAddr,
+				Store: a.store(), LB: lbRef, Version: Version, AdminAddr: a.admin, DNSAddr: dnsAddr,
 				Log: a.io.ErrOut, AccessLogFormat: obs.Format(accessLog), AccessLogFile: accessLogFile,
 				ShutdownTimeout: shutdownTimeout.D(),
 			}

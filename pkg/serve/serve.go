@@ -51,6 +51,8 @@ type Options struct {
 	ReloadInterval time.Duration
 	// Ready, if set, is called once everything listens, with the admin API's address.
 	Ready func(adminAddr string)
+	// Version is albctl's, for the replica record on an etcd state.
+	Version string
 }
 
 // Server is a running data plane.
@@ -63,6 +65,10 @@ type Server struct {
 
 	mu      sync.Mutex
 	current *state.State // the last state applied
+
+	// On an etcd state: this serve's record, kept by the watch goroutine.
+	replica      Replica
+	registration *etcdstore.Registration
 }
 
 // Run serves until ctx is done, then shuts down gracefully: clients get GOAWAY and calls in
@@ -100,7 +106,7 @@ func Run(ctx context.Context, opts Options) error {
 		OnConnectFailure: srv.health.ReportFailure,
 	})
 
-	s, follow, err := load(ctx, opts.Store, opts.ReloadInterval)
+	s, rev, follow, err := load(ctx, opts.Store, opts.ReloadInterval)
 	if err != nil {
 		return err
 	}
@@ -137,14 +143,22 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	if st, ok := opts.Store.(*etcdstore.Store); ok {
+		if err := srv.register(runCtx, st, admin, rev); err != nil {
+			_ = srv.proxy.Shutdown(context.Background())
+			return fmt.Errorf("register as a replica of %s: %w", st.Location(), err)
+		}
+		defer srv.deregister()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		follow(runCtx, func(s *state.State) {
+		follow(runCtx, func(s *state.State, rev int64) {
 			if err := srv.apply(s); err != nil {
 				log.Error("state not applied; still serving the last good configuration", "err", err)
 				return
 			}
+			srv.applied(runCtx, rev)
 			if srv.dns != nil {
 				srv.dns.Update(s)
 			}
@@ -171,22 +185,22 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // load reads the state and returns the function that follows its changes: a state file is
-// checked every interval, an etcd state is watched.
-func load(ctx context.Context, store state.Store, interval time.Duration) (*state.State, func(context.Context, func(*state.State), func(error)), error) {
+// checked every interval, an etcd state is watched. Revisions are etcd's, 0 for a file.
+func load(ctx context.Context, store state.Store, interval time.Duration) (*state.State, int64, func(context.Context, func(*state.State, int64), func(error)), error) {
 	switch st := store.(type) {
 	case *state.FileStore:
 		seen := st.Stat()
 		s, err := st.Load(ctx)
-		return s, func(ctx context.Context, apply func(*state.State), report func(error)) {
-			st.Watch(ctx, seen, interval, apply, report)
+		return s, 0, func(ctx context.Context, apply func(*state.State, int64), report func(error)) {
+			st.Watch(ctx, seen, interval, func(s *state.State) { apply(s, 0) }, report)
 		}, err
 	case *etcdstore.Store:
 		s, rev, err := st.LoadRevision(ctx)
-		return s, func(ctx context.Context, apply func(*state.State), report func(error)) {
-			st.Watch(ctx, rev, func(s *state.State, _ int64) { apply(s) }, report)
+		return s, rev, func(ctx context.Context, apply func(*state.State, int64), report func(error)) {
+			st.Watch(ctx, rev, apply, report)
 		}, err
 	}
-	return nil, nil, fmt.Errorf("serve cannot follow the state at %s", store.Location())
+	return nil, 0, nil, fmt.Errorf("serve cannot follow the state at %s", store.Location())
 }
 
 // apply turns a state into the proxy's configuration and applies it; on error the running
