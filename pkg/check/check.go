@@ -44,8 +44,9 @@ type Step struct {
 
 // Input is what to check and with what.
 type Input struct {
-	State     *state.State
-	StatePath string
+	State *state.State
+	// Store is where the state lives: where the running serve is found.
+	Store state.Store
 	// Admin overrides where the running serve's admin API is.
 	Admin string
 	Host  string
@@ -365,7 +366,7 @@ func (w *walk) serverGroup(t *target) (string, error) {
 // groupHealth reads a group's health from the running serve, found once per walk.
 func (w *walk) groupHealth(sg *state.ServerGroup) (health.GroupStatus, error) {
 	if w.admin == "" && w.adminErr == nil {
-		w.admin, w.adminErr = serve.Discover(w.in.StatePath, w.in.Admin)
+		w.admin, w.adminErr = serve.Discover(w.in.Store, w.in.Admin)
 	}
 	if w.adminErr != nil {
 		return health.GroupStatus{}, w.adminErr

@@ -400,7 +400,7 @@ func waitTCP(addr string, within time.Duration) error {
 func (d *demo) waitServe() error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		addr, err := serve.Discover(d.a.statePath, "")
+		addr, err := serve.Discover(d.a.store(), "")
 		if err == nil {
 			d.admin = addr
 			return waitTCP(fmt.Sprintf("127.0.0.1:%d", d.ports.listener), 5*time.Second)

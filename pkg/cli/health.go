@@ -31,7 +31,7 @@ unhealthy the group fails open, routing by its scheduler anyway, and says so.`,
 			if err != nil {
 				return err
 			}
-			addr, err := serve.Discover(a.statePath, a.admin)
+			addr, err := serve.Discover(a.store(), a.admin)
 			if err != nil {
 				return err
 			}

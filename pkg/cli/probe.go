@@ -96,7 +96,7 @@ func (a *app) probeHint(s *state.State, f probe.Failure) string {
 		}
 		for _, l := range s.Listeners {
 			if l.Port == port {
-				if _, err := serve.Discover(a.statePath, a.admin); err != nil {
+				if _, err := serve.Discover(a.store(), a.admin); err != nil {
 					return fmt.Sprintf("listener %s is on port %d, but no albctl serve runs for %s: start 'albctl serve'", l.ID, port, a.statePath)
 				}
 				return fmt.Sprintf("listener %s is on port %d and albctl serve runs: does its load balancer's address match?", l.ID, port)

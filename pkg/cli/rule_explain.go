@@ -99,7 +99,7 @@ func explainRun(ctx context.Context, a *app, o explainOptions) error {
 	}
 	if len(e.Action.Groups) == 0 {
 		e.Health = ""
-	} else if addr, err := serve.Discover(a.statePath, a.admin); err != nil {
+	} else if addr, err := serve.Discover(a.store(), a.admin); err != nil {
 		e.Health = "not known: " + err.Error()
 	} else {
 		e.AddHealth(func(groupID string) (health.GroupStatus, error) {

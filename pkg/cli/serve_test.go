@@ -21,6 +21,7 @@ import (
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
+	"github.com/albctl/albctl/pkg/state"
 )
 
 // serveScenario builds the tutorial's state around one echo server with the given delay and
@@ -57,7 +58,7 @@ func startServeProcess(t *testing.T, path string, args ...string) (*exec.Cmd, *b
 	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := serve.Discover(path, ""); err == nil {
+		if _, err := serve.Discover(state.NewFileStore(path), ""); err == nil {
 			return cmd, &stderr
 		}
 		if time.Now().After(deadline) {

@@ -138,34 +138,51 @@ func removeRuntime(path string, pid int) {
 	}
 }
 
-// Discover returns the admin API address of the serve running for the state file: override if
-// given, else the address serve recorded beside the state file. It fails when nothing answers.
-func Discover(statePath, override string) (string, error) {
-	addr := override
-	if addr == "" && RuntimePath(statePath) == "" {
-		return "", fmt.Errorf("%w (%s): the serve replicas of an etcd state are not recorded locally; name one's admin API with --admin", errNotRunning, statePath)
-	}
-	if addr == "" {
-		data, err := os.ReadFile(RuntimePath(statePath))
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("%w (%s): start one with 'albctl serve', or name its admin API with --admin", errNotRunning, statePath)
-		}
-		if err != nil {
-			return "", err
-		}
-		var rt Runtime
-		if err := json.Unmarshal(data, &rt); err != nil || rt.Admin == "" {
-			return "", fmt.Errorf("%s is not a serve record: %v", RuntimePath(statePath), err)
-		}
-		addr = rt.Admin
-	}
-	if err := Get(addr, "/healthz", nil); err != nil {
-		if override != "" {
+// Discover returns the admin API address of a serve running for the state: override if given,
+// else the address serve recorded beside a state file, or the first live replica of an etcd
+// state that answers. It fails when nothing answers.
+func Discover(store state.Store, override string) (string, error) {
+	loc := store.Location()
+	if override != "" {
+		if err := Get(override, "/healthz", nil); err != nil {
 			return "", fmt.Errorf("no albctl serve answers at --admin %s: %v", override, err)
 		}
-		return "", fmt.Errorf("%w (%s): the one recorded at %s does not answer; start one with 'albctl serve'", errNotRunning, statePath, addr)
+		return override, nil
 	}
-	return addr, nil
+	if st, ok := store.(*etcdstore.Store); ok {
+		return discoverReplica(st)
+	}
+	data, err := os.ReadFile(RuntimePath(loc))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w (%s): start one with 'albctl serve', or name its admin API with --admin", errNotRunning, loc)
+	}
+	if err != nil {
+		return "", err
+	}
+	var rt Runtime
+	if err := json.Unmarshal(data, &rt); err != nil || rt.Admin == "" {
+		return "", fmt.Errorf("%s is not a serve record: %v", RuntimePath(loc), err)
+	}
+	if err := Get(rt.Admin, "/healthz", nil); err != nil {
+		return "", fmt.Errorf("%w (%s): the one recorded at %s does not answer; start one with 'albctl serve'", errNotRunning, loc, rt.Admin)
+	}
+	return rt.Admin, nil
+}
+
+// discoverReplica returns the admin API of the oldest live replica that answers.
+func discoverReplica(st *etcdstore.Store) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	replicas, err := Replicas(ctx, st)
+	if err != nil {
+		return "", fmt.Errorf("list the serve replicas of %s: %w", st.Location(), err)
+	}
+	for _, r := range replicas {
+		if Get(r.Admin, "/healthz", nil) == nil {
+			return r.Admin, nil
+		}
+	}
+	return "", fmt.Errorf("%w (%s): no live replica answers ('albctl lb replicas' lists them); start one with 'albctl serve', or name one's admin API with --admin", errNotRunning, st.Location())
 }
 
 // Get fetches path from the admin API at addr and decodes its JSON into v (nil: discard).

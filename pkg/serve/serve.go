@@ -79,7 +79,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.ReloadInterval = 250 * time.Millisecond
 	}
 	if _, ok := opts.Store.(*state.FileStore); ok {
-		if addr, err := Discover(opts.Store.Location(), ""); err == nil {
+		if addr, err := Discover(opts.Store, ""); err == nil {
 			return fmt.Errorf("albctl serve is already running for %s (admin API %s); stop it first", opts.Store.Location(), addr)
 		}
 	}

@@ -175,7 +175,7 @@ func TestAdminAPI(t *testing.T) {
 	f := startServe(t, server(t, b1, 100))
 	count(t, f.client(t), 3)
 
-	addr, err := Discover(f.store.Location(), "")
+	addr, err := Discover(f.store, "")
 	if err != nil || addr != f.admin {
 		t.Fatalf("Discover = %q, %v; want %q", addr, err, f.admin)
 	}
@@ -197,7 +197,7 @@ func TestAdminAPI(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "albctl serve is already running for") {
 		t.Fatalf("second serve: %v", err)
 	}
-	if _, err := Discover(f.store.Location(), ""); err != nil {
+	if _, err := Discover(f.store, ""); err != nil {
 		t.Fatalf("the first serve stopped answering: %v", err)
 	}
 
@@ -207,7 +207,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.done <- nil // for the cleanup
-	if _, err := Discover(f.store.Location(), ""); err == nil || !strings.Contains(err.Error(), "no albctl serve is running for this state file") {
+	if _, err := Discover(f.store, ""); err == nil || !strings.Contains(err.Error(), "no albctl serve is running for this state file") {
 		t.Fatalf("Discover after shutdown: %v", err)
 	}
 }
