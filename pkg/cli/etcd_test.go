@@ -3,10 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +21,8 @@ import (
 	"github.com/albctl/albctl/pkg/serve"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // etcdState starts a one-member etcd on a loopback port the kernel picks, for the test, and
@@ -97,6 +102,30 @@ func TestCommandsOnAnEtcdState(t *testing.T) {
 	}
 }
 
+// startReplica runs `albctl serve` on an etcd state with args, which name its --admin, until
+// it answers there or the test ends.
+func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"--state", loc, "serve"}, args...)...)
+	cmd.Env = append(os.Environ(), "ALBCTL_TEST_RUN_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
+	})
+	admin := args[slices.Index(args, "--admin")+1]
+	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
+		return serve.Get(admin, "/healthz", nil) == nil
+	})
+	return cmd, &stderr
+}
+
 // TestServeFollowsAnEtcdState runs serve on a state in etcd: it serves the listener, and a
 // change made with albctl reaches it through its watch, within a second.
 func TestServeFollowsAnEtcdState(t *testing.T) {
@@ -112,22 +141,7 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
 
 	admin := "127.0.0.1:" + itoa(testutil.FreePort(t))
-	cmd := exec.Command(os.Args[0], "--state", loc, "serve", "--admin", admin)
-	cmd.Env = append(os.Environ(), "ALBCTL_TEST_RUN_MAIN=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-		}
-	})
-	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
-		return serve.Get(admin, "/healthz", nil) == nil
-	})
+	cmd, stderr := startReplica(t, loc, "--admin", admin)
 	// Commands that ask serve find it among the replicas.
 	testutil.WaitFor(t, "servergroup health to find the replica", func() bool {
 		return run(t, loc, "servergroup", "health", "grpc-backends").code == ExitOK
@@ -181,5 +195,53 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 	}
 	if r := run(t, newState(t), "lb", "replicas"); r.code != ExitUsage || !strings.Contains(r.err, "replicas are recorded in an etcd state") {
 		t.Fatalf("lb replicas on a state file: exit %d %s", r.code, r.err)
+	}
+}
+
+// TestReplicasOnOneMachine runs two serves of one etcd state on one machine, each on its own
+// loopback address, and calls through both.
+func TestReplicasOnOneMachine(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := etcdState(t)
+	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
+	port := testutil.FreePort(t)
+	mustRun(t, loc, "lb", "create", "--name", "demo")
+	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
+	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b1)
+	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test", "--domain", "127.0.0.2", "--domain", "127.0.0.3")
+	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		startReplica(t, loc, "--bind-address", ip, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
+	}
+	replicas := decode[[]struct{ Listeners []string }](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
+	var addrs []string
+	for _, r := range replicas {
+		addrs = append(addrs, r.Listeners...)
+	}
+	slices.Sort(addrs)
+	if want := []string{"127.0.0.2:" + itoa(port), "127.0.0.3:" + itoa(port)}; !slices.Equal(addrs, want) {
+		t.Fatalf("replicas serve %v, want %v", addrs, want)
+	}
+	caPEM, err := os.ReadFile(strings.TrimSpace(mustRun(t, loc, "cert", "ca")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	for _, addr := range addrs {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := echopb.NewEchoClient(cc).UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
+		cancel()
+		cc.Close()
+		if err != nil || res.Server != "b1" {
+			t.Fatalf("call through the replica at %s: %v %v", addr, res, err)
+		}
+	}
+	if r := run(t, loc, "serve", "--bind-address", "localhost"); r.code != ExitUsage || !strings.Contains(r.err, `invalid value "localhost" for --bind-address`) {
+		t.Fatalf("serve --bind-address localhost: exit %d %s", r.code, r.err)
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,7 +17,7 @@ import (
 )
 
 func newServeCmd(a *app) *cobra.Command {
-	var lbRef, dnsAddr, accessLog, accessLogFile string
+	var lbRef, dnsAddr, accessLog, accessLogFile, bindAddress string
 	shutdownTimeout := state.Duration(30 * time.Second)
 	cmd := &cobra.Command{
 		Use:   "serve [--lb LB] [--admin 127.0.0.1:PORT] [--dns 127.0.0.1:5353]",
@@ -25,8 +26,10 @@ func newServeCmd(a *app) *cobra.Command {
 server group: TLS and HTTP/2 to clients, plaintext HTTP/2 to the servers, balanced per call.
 In front of an HTTP or HTTPS server group: a reverse proxy for HTTP/1.1 (and HTTP/2 on an HTTPS
 listener with it on), HTTP/1.1 to the servers, balanced per request.
-It follows changes to the state file within a second, without dropping calls in flight; a
-state that cannot be applied is reported and the last good configuration keeps serving.
+It follows changes to the state within a second, without dropping calls in flight; a state
+that cannot be applied is reported and the last good configuration keeps serving. One serve
+runs per state file; on an etcd state (--state etcd://...) several may, each recorded as a
+replica ('albctl lb replicas'), and each watches the state.
 
 One line per call goes to stderr, or to --access-log-file, which SIGUSR1 reopens so that
 logrotate can move it away; lines are written in batches within 100 ms, off the calls' path.
@@ -36,9 +39,13 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 		Example: `  albctl serve
   albctl serve --dns 127.0.0.1:5353 --access-log json
   albctl serve --access-log-file /var/log/albctl/access.log
-  albctl serve --lb demo --admin 127.0.0.1:9901`,
+  albctl serve --lb demo --admin 127.0.0.1:9901
+  albctl --state etcd://127.0.0.1:2379/albctl/prod serve --bind-address 127.0.0.2`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := netip.ParseAddr(bindAddress); bindAddress != "" && err != nil {
+				return usageErrorf("invalid value %q for --bind-address: must be an IP address, such as 127.0.0.2", bindAddress)
+			}
 			switch obs.Format(accessLog) {
 			case obs.FormatText, obs.FormatJSON:
 			case "off":
@@ -65,7 +72,7 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 				os.Exit(ExitError) // the user asked twice: nothing may delay the exit
 			}()
 			opts := serve.Options{
-				Store: a.store(), LB: lbRef, Version: Version, AdminAddr: a.admin, DNSAddr: dnsAddr,
+				Store: a.store(), LB: lbRef, Version: Version, BindAddress: bindAddress, AdminAddr: a.admin, DNSAddr: dnsAddr,
 				Log: a.io.ErrOut, AccessLogFormat: obs.Format(accessLog), AccessLogFile: accessLogFile,
 				ShutdownTimeout: shutdownTimeout.D(),
 			}
@@ -76,6 +83,7 @@ flight up to --shutdown-timeout and exits 0; a second signal exits at once.`,
 		},
 	}
 	cmd.Flags().StringVar(&lbRef, "lb", "", "serve only this load balancer's listeners, by ID or name")
+	cmd.Flags().StringVar(&bindAddress, "bind-address", "", "listen on this IP instead of the load balancers' addresses: one per replica of an etcd state on one machine, such as 127.0.0.2")
 	cmd.Flags().StringVar(&dnsAddr, "dns", "", "also answer DNS for albctl's zones on this address, UDP and TCP (such as 127.0.0.1:5353)")
 	cmd.Flags().StringVar(&accessLog, "access-log", string(obs.FormatText), "access log format: text, json or off")
 	cmd.Flags().StringVar(&accessLogFile, "access-log-file", "", "write the access log to this file (appended, created 0640) instead of stderr")

@@ -39,7 +39,7 @@ func TestACLConfigIsTheUnionOfTheListenersACLs(t *testing.T) {
 	listener(8080, state.ACLWhite, "office", "v6")
 	listener(8081, state.ACLBlack, "nobody")
 	listener(8082, "")
-	cfg, err := proxyConfig(s, "")
+	cfg, err := proxyConfig(s, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,9 @@ type Options struct {
 	Ready func(adminAddr string)
 	// Version is albctl's, for the replica record on an etcd state.
 	Version string
+	// BindAddress, if set, is the address this serve's listeners bind to in place of their
+	// load balancers' own: replicas of an etcd state on one machine each take one.
+	BindAddress string
 }
 
 // Server is a running data plane.
@@ -206,7 +209,7 @@ func load(ctx context.Context, store state.Store, interval time.Duration) (*stat
 // apply turns a state into the proxy's configuration and applies it; on error the running
 // configuration stays.
 func (srv *Server) apply(s *state.State) error {
-	cfg, err := proxyConfig(s, srv.opts.LB)
+	cfg, err := proxyConfig(s, srv.opts.LB, srv.opts.BindAddress)
 	if err != nil {
 		return err
 	}
@@ -243,7 +246,7 @@ func (srv *Server) apply(s *state.State) error {
 
 // proxyConfig builds the proxy's configuration from the state: every listener (of one load
 // balancer, if lbRef is set) and the server groups they forward to.
-func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
+func proxyConfig(s *state.State, lbRef, bindAddress string) (cfg proxy.Config, err error) {
 	var only *state.LoadBalancer
 	if lbRef != "" {
 		if only, err = s.LoadBalancer(lbRef); err != nil {
@@ -279,9 +282,13 @@ func proxyConfig(s *state.State, lbRef string) (cfg proxy.Config, err error) {
 		if err != nil {
 			return cfg, err
 		}
+		addr := lb.Address
+		if bindAddress != "" {
+			addr = bindAddress
+		}
 		lc := proxy.ListenerConfig{
 			ID:             l.ID,
-			Addr:           net.JoinHostPort(lb.Address, strconv.Itoa(l.Port)),
+			Addr:           net.JoinHostPort(addr, strconv.Itoa(l.Port)),
 			Certificates:   pairs,
 			HTTP2:          l.HTTP2,
 			GroupID:        sg.ID,

@@ -106,7 +106,7 @@ func wantConfig(t *testing.T, f *fixture, minVersion, maxVersion uint16, suites 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := proxyConfig(s, "")
+	cfg, err := proxyConfig(s, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
