@@ -19,6 +19,7 @@ import (
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
+	"github.com/miekg/dns"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -210,9 +211,9 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b1)
 	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test", "--domain", "127.0.0.2", "--domain", "127.0.0.3")
 	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
-	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
-		startReplica(t, loc, "--bind-address", ip, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
-	}
+	dnsAddr := "127.0.0.1:" + itoa(testutil.FreePort(t))
+	startReplica(t, loc, "--bind-address", "127.0.0.2", "--dns", dnsAddr, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
+	second, _ := startReplica(t, loc, "--bind-address", "127.0.0.3", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	replicas := decode[[]struct{ Listeners []string }](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
 	var addrs []string
 	for _, r := range replicas {
@@ -241,6 +242,33 @@ func TestReplicasOnOneMachine(t *testing.T) {
 			t.Fatalf("call through the replica at %s: %v %v", addr, res, err)
 		}
 	}
+	// The load balancer's name resolves to every live replica, and a replica that stops leaves.
+	lbName := decode[struct{ DNSName string }](t, mustRun(t, loc, "lb", "get", "demo", "-o", "json")).DNSName
+	resolve := func() []string {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(lbName), dns.TypeA)
+		in, err := dns.Exchange(m, dnsAddr)
+		if err != nil {
+			return nil
+		}
+		var ips []string
+		for _, rr := range in.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				ips = append(ips, a.A.String())
+			}
+		}
+		slices.Sort(ips)
+		return ips
+	}
+	testutil.WaitFor(t, "the name to resolve to both replicas", func() bool {
+		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"})
+	})
+	_ = second.Process.Signal(syscall.SIGTERM)
+	_ = second.Wait()
+	testutil.WaitFor(t, "the stopped replica to leave the answer", func() bool {
+		return slices.Equal(resolve(), []string{"127.0.0.2"})
+	})
+
 	if r := run(t, loc, "serve", "--bind-address", "localhost"); r.code != ExitUsage || !strings.Contains(r.err, `invalid value "localhost" for --bind-address`) {
 		t.Fatalf("serve --bind-address localhost: exit %d %s", r.code, r.err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,8 +20,10 @@ import (
 type Server struct {
 	zones atomic.Pointer[Zones]
 
-	mu     sync.Mutex
-	serial uint32
+	mu      sync.Mutex
+	serial  uint32
+	state   *state.State
+	lbAddrs map[string][]string
 }
 
 // NewServer returns a server for a state snapshot, which must not change afterwards.
@@ -34,8 +38,25 @@ func NewServer(s *state.State) *Server {
 func (srv *Server) Update(s *state.State) {
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
+	srv.state = s
+	srv.rebuild()
+}
+
+// SetLBAddresses makes load balancers' names answer the addresses given by load balancer ID
+// (those of an etcd state's live replicas); one not in lbAddrs answers its own address.
+func (srv *Server) SetLBAddresses(lbAddrs map[string][]string) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if maps.EqualFunc(srv.lbAddrs, lbAddrs, slices.Equal) {
+		return
+	}
+	srv.lbAddrs = lbAddrs
+	srv.rebuild()
+}
+
+func (srv *Server) rebuild() {
 	srv.serial = max(srv.serial+1, uint32(time.Now().Unix()))
-	srv.zones.Store(newZones(s, srv.serial))
+	srv.zones.Store(newZones(srv.state, srv.serial, srv.lbAddrs))
 }
 
 // Zones returns the zones the server answers from now.

@@ -35,11 +35,11 @@ type Zones struct {
 
 // NewZones indexes a state snapshot, which must not change afterwards.
 func NewZones(s *state.State) *Zones {
-	return newZones(s, uint32(time.Now().Unix()))
+	return newZones(s, uint32(time.Now().Unix()), nil)
 }
 
-func newZones(s *state.State, serial uint32) *Zones {
-	return &Zones{auth: s.Authority(), serial: serial}
+func newZones(s *state.State, serial uint32, lbAddrs map[string][]string) *Zones {
+	return &Zones{auth: s.AuthorityFor(lbAddrs), serial: serial}
 }
 
 // Names lists the zones, sorted.

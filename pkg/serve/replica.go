@@ -6,21 +6,25 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/albctl/albctl/pkg/etcdstore"
+	"github.com/albctl/albctl/pkg/state"
 )
 
 // Replica is a serve's record in an etcd state: where it serves and how far it has applied the
 // state. It lives while the serve does, and a lease's TTL after a serve that died.
 type Replica struct {
-	ID              string    `json:"id"`
-	Host            string    `json:"host"`
-	PID             int       `json:"pid"`
-	Admin           string    `json:"admin"`
-	LB              string    `json:"lb,omitempty"` // the load balancer it serves, by ID; empty for all
-	Listeners       []string  `json:"listeners"`    // the addresses it serves
+	ID    string `json:"id"`
+	Host  string `json:"host"`
+	PID   int    `json:"pid"`
+	Admin string `json:"admin"`
+	LB    string `json:"lb,omitempty"` // the load balancer it serves, by ID; empty for all
+	// BindAddress is the address it serves its load balancers on; empty for their own.
+	BindAddress     string    `json:"bindAddress,omitempty"`
+	Listeners       []string  `json:"listeners"` // the addresses it serves
 	Version         string    `json:"version"`
 	AppliedRevision int64     `json:"appliedRevision"`
 	Since           time.Time `json:"since"`
@@ -32,7 +36,7 @@ func (srv *Server) register(ctx context.Context, st *etcdstore.Store, admin stri
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
 	srv.replica = Replica{ID: host + "-" + hex.EncodeToString(id), Host: host, PID: os.Getpid(), Admin: admin,
-		Version: srv.opts.Version, AppliedRevision: rev, Since: time.Now().UTC()}
+		Version: srv.opts.Version, BindAddress: srv.opts.BindAddress, AppliedRevision: rev, Since: time.Now().UTC()}
 	if srv.opts.LB != "" {
 		if lb, err := srv.current.LoadBalancer(srv.opts.LB); err == nil {
 			srv.replica.LB = lb.ID
@@ -94,4 +98,49 @@ func Replicas(ctx context.Context, st *etcdstore.Store) ([]Replica, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
 	return out, nil
+}
+
+// replicaPoll is how often a replica with DNS reads the live replicas for its answers: a
+// replica that dies leaves them within its lease's TTL and this.
+const replicaPoll = 2 * time.Second
+
+// answerReplicas keeps the DNS server's answers for load balancers' names to the addresses of
+// the live replicas that serve them, until ctx is done.
+func (srv *Server) answerReplicas(ctx context.Context, st *etcdstore.Store) {
+	tick := time.NewTicker(replicaPoll)
+	defer tick.Stop()
+	for {
+		if replicas, err := Replicas(ctx, st); err == nil {
+			srv.mu.Lock()
+			s := srv.current
+			srv.mu.Unlock()
+			srv.dns.SetLBAddresses(lbAddresses(s, replicas))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// lbAddresses maps each load balancer's ID to the addresses its live replicas serve it on.
+func lbAddresses(s *state.State, replicas []Replica) map[string][]string {
+	out := map[string][]string{}
+	for _, lb := range s.LoadBalancers {
+		for _, r := range replicas {
+			if r.LB != "" && r.LB != lb.ID {
+				continue
+			}
+			addr := lb.Address
+			if r.BindAddress != "" {
+				addr = r.BindAddress
+			}
+			if !slices.Contains(out[lb.ID], addr) {
+				out[lb.ID] = append(out[lb.ID], addr)
+			}
+		}
+		slices.Sort(out[lb.ID])
+	}
+	return out
 }

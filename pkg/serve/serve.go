@@ -152,6 +152,13 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("register as a replica of %s: %w", st.Location(), err)
 		}
 		defer srv.deregister()
+		if srv.dns != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv.answerReplicas(runCtx, st)
+			}()
+		}
 	}
 	wg.Add(1)
 	go func() {

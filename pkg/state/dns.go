@@ -650,7 +650,11 @@ type Authority struct {
 }
 
 // Authority indexes the state's DNS data. The state must not change while the result is used.
-func (s *State) Authority() *Authority {
+func (s *State) Authority() *Authority { return s.AuthorityFor(nil) }
+
+// AuthorityFor is Authority with the addresses a load balancer's name answers given by ID, as
+// the live replicas of an etcd state serve it; a load balancer without any answers its own.
+func (s *State) AuthorityFor(lbAddrs map[string][]string) *Authority {
 	a := &Authority{zones: map[string]bool{LBDomainSuffix: true}, names: map[string][]Answer{}, exists: map[string]bool{}}
 	for _, d := range s.Domains {
 		a.zones[d.Name] = true
@@ -665,17 +669,26 @@ func (s *State) Authority() *Authority {
 		}
 	}
 	for _, lb := range s.LoadBalancers {
-		addr, err := netip.ParseAddr(lb.Address)
 		name := CanonicalName(lb.DNSName)
-		if err != nil || !strings.HasSuffix(name, "."+LBDomainSuffix) {
+		if !strings.HasSuffix(name, "."+LBDomainSuffix) {
 			continue
 		}
-		addr = addr.Unmap()
-		rtype := TypeA
-		if addr.Is6() {
-			rtype = TypeAAAA
+		addrs := lbAddrs[lb.ID]
+		if len(addrs) == 0 {
+			addrs = []string{lb.Address}
 		}
-		add(LBDomainSuffix, Answer{Name: name, Type: rtype, TTL: LBRecordTTL, Value: addr.String()})
+		for _, a := range addrs {
+			addr, err := netip.ParseAddr(a)
+			if err != nil {
+				continue
+			}
+			addr = addr.Unmap()
+			rtype := TypeA
+			if addr.Is6() {
+				rtype = TypeAAAA
+			}
+			add(LBDomainSuffix, Answer{Name: name, Type: rtype, TTL: LBRecordTTL, Value: addr.String()})
+		}
 	}
 	for _, r := range s.Records {
 		if a.zones[r.Domain] {
