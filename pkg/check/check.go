@@ -47,6 +47,9 @@ type Input struct {
 	State *state.State
 	// Store is where the state lives: where the running serve is found.
 	Store state.Store
+	// LBAddrs are the addresses load balancers' names resolve to by ID, those of an etcd
+	// state's live replicas; nil answers each load balancer's own.
+	LBAddrs map[string][]string
 	// Admin overrides where the running serve's admin API is.
 	Admin string
 	Host  string
@@ -142,7 +145,7 @@ func (w *walk) resolve(context.Context) (string, error) {
 		w.addrs = []string{ip.String()}
 		return w.in.Host + " is an address: no DNS needed", nil
 	}
-	addrs, chain, err := albdns.NewZones(w.in.State).LookupHost(w.in.Host)
+	addrs, chain, err := albdns.NewZones(w.in.State, w.in.LBAddrs).LookupHost(w.in.Host)
 	if errors.Is(err, albdns.ErrNotAuthoritative) {
 		return "", fmt.Errorf("%s is not in albctl's DNS zones: add the domain and a CNAME to the load balancer's name ('albctl dns domain add', 'albctl dns add')", w.in.Host)
 	}
@@ -160,7 +163,10 @@ func (w *walk) resolve(context.Context) (string, error) {
 func (w *walk) loadBalancer(context.Context) (string, error) {
 	for i := range w.in.State.LoadBalancers {
 		lb := &w.in.State.LoadBalancers[i]
-		if slices.ContainsFunc(w.addrs, func(a string) bool { return state.SameAddress(a, lb.Address) }) {
+		serves := append([]string{lb.Address}, w.in.LBAddrs[lb.ID]...)
+		if slices.ContainsFunc(w.addrs, func(a string) bool {
+			return slices.ContainsFunc(serves, func(b string) bool { return state.SameAddress(a, b) })
+		}) {
 			w.lb = lb
 			return fmt.Sprintf("%s (%s) at %s", lb.Name, lb.ID, lb.Address), nil
 		}

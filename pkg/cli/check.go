@@ -87,7 +87,7 @@ step passes.`,
 			if err != nil {
 				return err
 			}
-			steps := check.Run(cmd.Context(), check.Input{State: s, Store: a.store(), Admin: a.admin,
+			steps := check.Run(cmd.Context(), check.Input{State: s, Store: a.store(), LBAddrs: a.lbAddresses(cmd.Context(), s), Admin: a.admin,
 				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict, ClientCert: clientCert})
 			if err := a.print(steps, func() view {
 				t := table{header: []string{"RESULT", "STEP", "DETAIL"}}

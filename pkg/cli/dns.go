@@ -426,7 +426,7 @@ albctl's zones.`,
 			if err != nil {
 				return err
 			}
-			zones := albdns.NewZones(s)
+			zones := albdns.NewZones(s, a.lbAddresses(cmd.Context(), s))
 			name := state.CanonicalName(args[0])
 			res := zones.Resolve(name, t)
 			out := resolution{Name: name, Type: dns.TypeToString[t], Status: dns.RcodeToString[res.Rcode],

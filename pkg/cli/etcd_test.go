@@ -263,6 +263,14 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	testutil.WaitFor(t, "the name to resolve to both replicas", func() bool {
 		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"})
 	})
+	// probe and dns resolve find the replicas by name too.
+	if out := mustRun(t, loc, "dns", "resolve", lbName); !strings.Contains(out, "127.0.0.2") || !strings.Contains(out, "127.0.0.3") {
+		t.Fatalf("dns resolve %s:\n%s", lbName, out)
+	}
+	ca := strings.TrimSpace(mustRun(t, loc, "cert", "ca"))
+	if r := run(t, loc, "probe", "-cacert", ca, "-servername", "grpc.example.test", "-d", `{"message": "hi"}`, lbName+":"+itoa(port), "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK {
+		t.Fatalf("probe by the load balancer's name: exit %d %s%s", r.code, r.out, r.err)
+	}
 	_ = second.Process.Signal(syscall.SIGTERM)
 	_ = second.Wait()
 	testutil.WaitFor(t, "the stopped replica to leave the answer", func() bool {

@@ -45,7 +45,7 @@ The state file comes from ALBCTL_STATE or the default; run 'albctl probe -help' 
 			s, _ := a.store().Load(cmd.Context())
 			env := probe.Env{Stdin: a.io.In, Stdout: a.io.Out, Stderr: a.io.ErrOut}
 			if s != nil {
-				zones := albdns.NewZones(s)
+				zones := albdns.NewZones(s, a.lbAddresses(cmd.Context(), s))
 				env.Resolve = func(ctx context.Context, host string) ([]string, []string, error) {
 					addrs, chain, err := zones.LookupHost(host)
 					if errors.Is(err, albdns.ErrNotAuthoritative) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/albctl/albctl/pkg/etcdstore"
+	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
 )
 
@@ -80,4 +81,19 @@ func (a *app) localBase() string {
 		return '_'
 	}, strings.TrimPrefix(a.statePath, "etcd://"))
 	return filepath.Join(dir, "albctl", "etcd-"+name)
+}
+
+// lbAddresses returns what load balancers' names resolve to for an etcd state: the addresses
+// of its live replicas, by load balancer ID. It is nil for a state file, or when the replicas
+// cannot be read, and names then answer each load balancer's own address.
+func (a *app) lbAddresses(ctx context.Context, s *state.State) map[string][]string {
+	st, ok := a.store().(*etcdstore.Store)
+	if !ok {
+		return nil
+	}
+	replicas, err := serve.Replicas(ctx, st)
+	if err != nil || len(replicas) == 0 {
+		return nil
+	}
+	return serve.LBAddresses(s, replicas)
 }

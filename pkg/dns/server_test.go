@@ -248,7 +248,7 @@ func TestServerOddQueries(t *testing.T) {
 
 func TestLookupHost(t *testing.T) {
 	s, lb := testState(t)
-	z := NewZones(s)
+	z := NewZones(s, nil)
 	addrs, chain, err := z.LookupHost("grpc.example.test")
 	wantChain := []string{"grpc.example.test CNAME " + lb.DNSName, lb.DNSName + " A 127.0.0.1"}
 	if err != nil || !slices.Equal(addrs, []string{"127.0.0.1"}) || !slices.Equal(chain, wantChain) {

@@ -33,9 +33,10 @@ type Zones struct {
 	serial uint32
 }
 
-// NewZones indexes a state snapshot, which must not change afterwards.
-func NewZones(s *state.State) *Zones {
-	return newZones(s, uint32(time.Now().Unix()), nil)
+// NewZones indexes a state snapshot, which must not change afterwards. lbAddrs, if not nil,
+// gives the addresses load balancers' names answer by ID, as State.AuthorityFor takes them.
+func NewZones(s *state.State, lbAddrs map[string][]string) *Zones {
+	return newZones(s, uint32(time.Now().Unix()), lbAddrs)
 }
 
 func newZones(s *state.State, serial uint32, lbAddrs map[string][]string) *Zones {

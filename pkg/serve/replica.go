@@ -114,7 +114,7 @@ func (srv *Server) answerReplicas(ctx context.Context, st *etcdstore.Store) {
 			srv.mu.Lock()
 			s := srv.current
 			srv.mu.Unlock()
-			srv.dns.SetLBAddresses(lbAddresses(s, replicas))
+			srv.dns.SetLBAddresses(LBAddresses(s, replicas))
 		}
 		select {
 		case <-ctx.Done():
@@ -124,8 +124,9 @@ func (srv *Server) answerReplicas(ctx context.Context, st *etcdstore.Store) {
 	}
 }
 
-// lbAddresses maps each load balancer's ID to the addresses its live replicas serve it on.
-func lbAddresses(s *state.State, replicas []Replica) map[string][]string {
+// LBAddresses maps each load balancer's ID to the addresses its live replicas serve it on: what
+// its name resolves to.
+func LBAddresses(s *state.State, replicas []Replica) map[string][]string {
 	out := map[string][]string{}
 	for _, lb := range s.LoadBalancers {
 		for _, r := range replicas {
