@@ -263,6 +263,21 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	testutil.WaitFor(t, "the name to resolve to both replicas", func() bool {
 		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"})
 	})
+	// Health comes from one replica, named, or from each.
+	if out := mustRun(t, loc, "servergroup", "health", "grpc-backends"); !strings.Contains(out, "Answered by") || !strings.Contains(out, "replica ") {
+		t.Fatalf("servergroup health on an etcd state:\n%s", out)
+	}
+	each := decode[[]struct {
+		Replica string
+		Health  *struct{ Servers []struct{ Addr string } }
+	}](t, mustRun(t, loc, "servergroup", "health", "grpc-backends", "--all-replicas", "-o", "json"))
+	if len(each) != 2 || each[0].Health == nil || each[1].Health == nil || each[0].Replica == each[1].Replica {
+		t.Fatalf("servergroup health --all-replicas: %+v", each)
+	}
+	if r := run(t, newState(t), "servergroup", "health", "grpc-backends", "--all-replicas"); r.code != ExitUsage {
+		t.Fatalf("--all-replicas on a state file: exit %d %s", r.code, r.err)
+	}
+
 	// probe and dns resolve find the replicas by name too.
 	if out := mustRun(t, loc, "dns", "resolve", lbName); !strings.Contains(out, "127.0.0.2") || !strings.Contains(out, "127.0.0.3") {
 		t.Fatalf("dns resolve %s:\n%s", lbName, out)

@@ -150,7 +150,8 @@ func Discover(store state.Store, override string) (string, error) {
 		return override, nil
 	}
 	if st, ok := store.(*etcdstore.Store); ok {
-		return discoverReplica(st)
+		r, err := DiscoverReplica(st)
+		return r.Admin, err
 	}
 	data, err := os.ReadFile(RuntimePath(loc))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -169,20 +170,20 @@ func Discover(store state.Store, override string) (string, error) {
 	return rt.Admin, nil
 }
 
-// discoverReplica returns the admin API of the oldest live replica that answers.
-func discoverReplica(st *etcdstore.Store) (string, error) {
+// DiscoverReplica returns the oldest live replica of an etcd state whose admin API answers.
+func DiscoverReplica(st *etcdstore.Store) (Replica, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	replicas, err := Replicas(ctx, st)
 	if err != nil {
-		return "", fmt.Errorf("list the serve replicas of %s: %w", st.Location(), err)
+		return Replica{}, fmt.Errorf("list the serve replicas of %s: %w", st.Location(), err)
 	}
 	for _, r := range replicas {
 		if Get(r.Admin, "/healthz", nil) == nil {
-			return r.Admin, nil
+			return r, nil
 		}
 	}
-	return "", fmt.Errorf("%w (%s): no live replica answers ('albctl lb replicas' lists them); start one with 'albctl serve', or name one's admin API with --admin", errNotRunning, st.Location())
+	return Replica{}, fmt.Errorf("%w (%s): no live replica answers ('albctl lb replicas' lists them); start one with 'albctl serve', or name one's admin API with --admin", errNotRunning, st.Location())
 }
 
 // Get fetches path from the admin API at addr and decodes its JSON into v (nil: discard).
