@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -294,5 +295,50 @@ func TestReplicasOnOneMachine(t *testing.T) {
 
 	if r := run(t, loc, "serve", "--bind-address", "localhost"); r.code != ExitUsage || !strings.Contains(r.err, `invalid value "localhost" for --bind-address`) {
 		t.Fatalf("serve --bind-address localhost: exit %d %s", r.code, r.err)
+	}
+}
+
+// TestDebianEtcdServer runs the commands against the etcd that Debian packages (etcd-server,
+// installed by scripts/install-test-deps.sh), an older server than the embedded one.
+func TestDebianEtcdServer(t *testing.T) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("etcd (Debian's etcd-server) is not installed: scripts/install-test-deps.sh installs it")
+		}
+		t.Skip("etcd (Debian's etcd-server) is not installed: scripts/install-test-deps.sh installs it")
+	}
+	client, peer := "127.0.0.1:"+itoa(testutil.FreePort(t)), "127.0.0.1:"+itoa(testutil.FreePort(t))
+	cmd := exec.Command(bin, "--data-dir", t.TempDir(), "--name", "albctl-test",
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "albctl-test=http://"+peer)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	testutil.WaitFor(t, "etcd to listen", func() bool {
+		c, err := net.Dial("tcp", client)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := "etcd://" + client + "/albctl/debian"
+	mustRun(t, loc, "lb", "create", "--name", "demo")
+	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
+	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", "127.0.0.1:50051")
+	got := decode[[]struct{ Servers []struct{ Port int } }](t, mustRun(t, loc, "servergroup", "list", "-o", "json"))
+	if len(got) != 1 || len(got[0].Servers) != 1 || got[0].Servers[0].Port != 50051 {
+		t.Fatalf("servergroup list from %s: %+v\n%s", bin, got, out.String())
+	}
+	if export := mustRun(t, loc, "state", "export"); !strings.Contains(export, `"name": "grpc-backends"`) {
+		t.Fatalf("state export:\n%s", export)
 	}
 }
