@@ -23,6 +23,7 @@ import (
 	"time"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
+	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy/route"
 	"github.com/albctl/albctl/pkg/serve"
@@ -86,6 +87,7 @@ type walk struct {
 
 	admin    string // the running serve's admin API, once found
 	adminErr error
+	replica  string // the etcd state's replica that answered, if one did
 }
 
 // target is a server group the call goes to, and its health in the running serve.
@@ -372,7 +374,13 @@ func (w *walk) serverGroup(t *target) (string, error) {
 // groupHealth reads a group's health from the running serve, found once per walk.
 func (w *walk) groupHealth(sg *state.ServerGroup) (health.GroupStatus, error) {
 	if w.admin == "" && w.adminErr == nil {
-		w.admin, w.adminErr = serve.Discover(w.in.Store, w.in.Admin)
+		if st, ok := w.in.Store.(*etcdstore.Store); ok && w.in.Admin == "" {
+			var r serve.Replica
+			r, w.adminErr = serve.DiscoverReplica(st)
+			w.admin, w.replica = r.Admin, r.ID
+		} else {
+			w.admin, w.adminErr = serve.Discover(w.in.Store, w.in.Admin)
+		}
 	}
 	if w.adminErr != nil {
 		return health.GroupStatus{}, w.adminErr
@@ -410,7 +418,11 @@ func (w *walk) servers(t *target) (detail, warning string, err error) {
 	case len(bad) > 0:
 		warning = fmt.Sprintf("%d of %d servers of %s unhealthy, the other %d take the calls: %s", len(bad), weighted, name, weighted-len(bad), strings.Join(bad, ", "))
 	}
-	return strings.Join(parts, ", "), warning, nil
+	detail = strings.Join(parts, ", ")
+	if w.replica != "" {
+		detail += " (as replica " + w.replica + " sees them)"
+	}
+	return detail, warning, nil
 }
 
 // rawCodec sends and receives messages as bytes, so a call needs no descriptors: the empty

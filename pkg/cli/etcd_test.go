@@ -279,6 +279,13 @@ func TestReplicasOnOneMachine(t *testing.T) {
 		t.Fatalf("--all-replicas on a state file: exit %d %s", r.code, r.err)
 	}
 
+	// check walks the name to the replicas and says whose view of the servers it reports.
+	verifiedDomain(t, loc)
+	if r := run(t, loc, "check", "grpc.example.test:"+itoa(port), "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
+		!strings.Contains(r.out, "127.0.0.2") || !strings.Contains(r.out, "(as replica ") {
+		t.Fatalf("check through the replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+
 	// probe and dns resolve find the replicas by name too.
 	if out := mustRun(t, loc, "dns", "resolve", lbName); !strings.Contains(out, "127.0.0.2") || !strings.Contains(out, "127.0.0.3") {
 		t.Fatalf("dns resolve %s:\n%s", lbName, out)
