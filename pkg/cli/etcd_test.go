@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -215,15 +216,17 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	dnsAddr := "127.0.0.1:" + itoa(testutil.FreePort(t))
 	startReplica(t, loc, "--bind-address", "127.0.0.2", "--dns", dnsAddr, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	second, _ := startReplica(t, loc, "--bind-address", "127.0.0.3", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
+	third, _ := startReplica(t, loc, "--bind-address", "127.0.0.4", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	replicas := decode[[]struct{ Listeners []string }](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
 	var addrs []string
 	for _, r := range replicas {
 		addrs = append(addrs, r.Listeners...)
 	}
 	slices.Sort(addrs)
-	if want := []string{"127.0.0.2:" + itoa(port), "127.0.0.3:" + itoa(port)}; !slices.Equal(addrs, want) {
+	if want := []string{"127.0.0.2:" + itoa(port), "127.0.0.3:" + itoa(port), "127.0.0.4:" + itoa(port)}; !slices.Equal(addrs, want) {
 		t.Fatalf("replicas serve %v, want %v", addrs, want)
 	}
+	addrs = addrs[:2] // the calls below go to the replicas whose addresses the certificate names
 	caPEM, err := os.ReadFile(strings.TrimSpace(mustRun(t, loc, "cert", "ca")))
 	if err != nil {
 		t.Fatal(err)
@@ -261,9 +264,21 @@ func TestReplicasOnOneMachine(t *testing.T) {
 		slices.Sort(ips)
 		return ips
 	}
-	testutil.WaitFor(t, "the name to resolve to both replicas", func() bool {
-		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"})
+	testutil.WaitFor(t, "the name to resolve to the three replicas", func() bool {
+		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"})
 	})
+
+	// A replica killed outright leaves the answer once its lease ends.
+	killed := time.Now()
+	_ = third.Process.Kill()
+	_ = third.Wait()
+	for !slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"}) {
+		if time.Since(killed) > 10*time.Second+4*time.Second {
+			t.Fatalf("a killed replica still in the answer after %v: %v", time.Since(killed).Round(time.Second), resolve())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("a killed replica left the DNS answer after %v (lease 10 s, replicas read every 2 s)", time.Since(killed).Round(100*time.Millisecond))
 	// Health comes from one replica, named, or from each.
 	if out := mustRun(t, loc, "servergroup", "health", "grpc-backends"); !strings.Contains(out, "Answered by") || !strings.Contains(out, "replica ") {
 		t.Fatalf("servergroup health on an etcd state:\n%s", out)
@@ -347,5 +362,34 @@ func TestDebianEtcdServer(t *testing.T) {
 	}
 	if export := mustRun(t, loc, "state", "export"); !strings.Contains(export, `"name": "grpc-backends"`) {
 		t.Fatalf("state export:\n%s", export)
+	}
+}
+
+// TestConcurrentProcessesOnEtcd: 20 albctl processes at once each add a server to one group
+// in etcd, and none of the 20 is lost.
+func TestConcurrentProcessesOnEtcd(t *testing.T) {
+	loc := etcdState(t)
+	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
+	const n = 20
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			cmd := exec.Command(os.Args[0], "--state", loc, "servergroup", "add-servers", "grpc-backends", "--server", "127.0.0.1:"+itoa(51000+i))
+			cmd.Env = append(os.Environ(), "ALBCTL_TEST_RUN_MAIN=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("process %d: %v: %s", i, err, out)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	got := decode[struct{ Servers []struct{ Port int } }](t, mustRun(t, loc, "servergroup", "get", "grpc-backends", "-o", "json"))
+	if len(got.Servers) != n {
+		t.Fatalf("%d servers recorded of %d added", len(got.Servers), n)
 	}
 }
