@@ -107,11 +107,11 @@ func TestCommandsOnAnEtcdState(t *testing.T) {
 
 // startReplica runs `albctl serve` on an etcd state with args, which name its --admin, until
 // it answers there or the test ends.
-func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"--state", loc, "serve"}, args...)...)
 	cmd.Env = append(os.Environ(), "ALBCTL_TEST_RUN_MAIN=1")
-	var stderr bytes.Buffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -172,8 +172,8 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 		t.Fatalf("lb replicas: %+v", replicas)
 	}
 	first := replicas[0].AppliedRevision
-	mustRun(t, loc, "servergroup", "update-servers", "grpc-backends", "--server", b1+",weight=0")
 	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b2)
+	mustRun(t, loc, "servergroup", "update-servers", "grpc-backends", "--server", b1+",weight=0")
 	deadline := time.Now().Add(time.Second)
 	for call() != "b2" {
 		if time.Now().After(deadline) {
