@@ -32,26 +32,35 @@ import (
 // returns an etcd:// state location in it.
 func etcdState(t *testing.T) string {
 	t.Helper()
+	e := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	t.Cleanup(e.Close)
+	return "etcd://" + e.Clients[0].Addr().String() + "/albctl/test"
+}
+
+// startEmbeddedEtcd runs a one-member etcd with its data in dir on the client and peer
+// addresses given, and waits until it serves.
+func startEmbeddedEtcd(t *testing.T, dir, client, peer string) *embed.Etcd {
+	t.Helper()
 	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
+	cfg.Dir = dir
 	cfg.UnsafeNoFsync = true
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.TickMs, cfg.ElectionMs = 10, 100
-	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{local}, []url.URL{local}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{local}, []url.URL{local}
+	c, p := url.URL{Scheme: "http", Host: client}, url.URL{Scheme: "http", Host: peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{c}, []url.URL{c}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.Close)
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(15 * time.Second):
+		e.Close()
 		t.Fatal("embedded etcd not ready")
 	}
-	return "etcd://" + e.Clients[0].Addr().String() + "/albctl/test"
+	return e
 }
 
 // TestCommandsOnAnEtcdState runs the tutorial's commands on a state in etcd, and moves the
