@@ -23,7 +23,6 @@ import (
 	"time"
 
 	albdns "github.com/albctl/albctl/pkg/dns"
-	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/health"
 	"github.com/albctl/albctl/pkg/proxy/route"
 	"github.com/albctl/albctl/pkg/serve"
@@ -374,13 +373,9 @@ func (w *walk) serverGroup(t *target) (string, error) {
 // groupHealth reads a group's health from the running serve, found once per walk.
 func (w *walk) groupHealth(sg *state.ServerGroup) (health.GroupStatus, error) {
 	if w.admin == "" && w.adminErr == nil {
-		if st, ok := w.in.Store.(*etcdstore.Store); ok && w.in.Admin == "" {
-			var r serve.Replica
-			r, w.adminErr = serve.DiscoverReplica(st)
-			w.admin, w.replica = r.Admin, r.ID
-		} else {
-			w.admin, w.adminErr = serve.Discover(w.in.Store, w.in.Admin)
-		}
+		var r serve.Replica
+		r, w.adminErr = serve.Locate(w.in.Store, w.in.Admin)
+		w.admin, w.replica = r.Admin, r.ID
 	}
 	if w.adminErr != nil {
 		return health.GroupStatus{}, w.adminErr

@@ -49,24 +49,17 @@ one, since each checks the servers itself.`,
 			if allReplicas {
 				return a.printReplicasHealth(cmd.Context(), st, sg)
 			}
-			var answered *serve.Replica
-			addr := a.admin
-			if onEtcd && addr == "" {
-				r, err := serve.DiscoverReplica(st)
-				if err != nil {
-					return err
-				}
-				answered, addr = &r, r.Admin
-			} else if addr, err = serve.Discover(a.store(), a.admin); err != nil {
+			answered, err := serve.Locate(a.store(), a.admin)
+			if err != nil {
 				return err
 			}
-			gs, err := serve.GroupHealth(addr, sg)
+			gs, err := serve.GroupHealth(answered.Admin, sg)
 			if err != nil {
 				return err
 			}
 			return a.print(gs, func() view {
 				v := a.healthView(sg, gs)
-				if answered != nil {
+				if answered.ID != "" {
 					v = append(views{details{{"Answered by", "replica " + answered.ID + " (" + answered.Admin + ")"}}}, v...)
 				}
 				return v

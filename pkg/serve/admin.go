@@ -138,40 +138,45 @@ func removeRuntime(path string, pid int) {
 	}
 }
 
-// Discover returns the admin API address of a serve running for the state: override if given,
-// else the address serve recorded beside a state file, or the first live replica of an etcd
-// state that answers. It fails when nothing answers.
+// Discover returns the admin API address of a serve running for the state, as Locate finds it.
 func Discover(store state.Store, override string) (string, error) {
+	r, err := Locate(store, override)
+	return r.Admin, err
+}
+
+// Locate finds a serve running for the state: override if given, else the one serve recorded
+// beside a state file, or the oldest live replica of an etcd state that answers, whose ID it
+// then gives too. It fails when nothing answers.
+func Locate(store state.Store, override string) (Replica, error) {
 	loc := store.Location()
 	if override != "" {
 		if err := Get(override, "/healthz", nil); err != nil {
-			return "", fmt.Errorf("no albctl serve answers at --admin %s: %v", override, err)
+			return Replica{}, fmt.Errorf("no albctl serve answers at --admin %s: %v", override, err)
 		}
-		return override, nil
+		return Replica{Admin: override}, nil
 	}
 	if st, ok := store.(*etcdstore.Store); ok {
-		r, err := DiscoverReplica(st)
-		return r.Admin, err
+		return locateReplica(st)
 	}
 	data, err := os.ReadFile(RuntimePath(loc))
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("%w (%s): start one with 'albctl serve', or name its admin API with --admin", errNotRunning, loc)
+		return Replica{}, fmt.Errorf("%w (%s): start one with 'albctl serve', or name its admin API with --admin", errNotRunning, loc)
 	}
 	if err != nil {
-		return "", err
+		return Replica{}, err
 	}
 	var rt Runtime
 	if err := json.Unmarshal(data, &rt); err != nil || rt.Admin == "" {
-		return "", fmt.Errorf("%s is not a serve record: %v", RuntimePath(loc), err)
+		return Replica{}, fmt.Errorf("%s is not a serve record: %v", RuntimePath(loc), err)
 	}
 	if err := Get(rt.Admin, "/healthz", nil); err != nil {
-		return "", fmt.Errorf("%w (%s): the one recorded at %s does not answer; start one with 'albctl serve'", errNotRunning, loc, rt.Admin)
+		return Replica{}, fmt.Errorf("%w (%s): the one recorded at %s does not answer; start one with 'albctl serve'", errNotRunning, loc, rt.Admin)
 	}
-	return rt.Admin, nil
+	return Replica{Admin: rt.Admin}, nil
 }
 
-// DiscoverReplica returns the oldest live replica of an etcd state whose admin API answers.
-func DiscoverReplica(st *etcdstore.Store) (Replica, error) {
+// locateReplica returns the oldest live replica of an etcd state whose admin API answers.
+func locateReplica(st *etcdstore.Store) (Replica, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	replicas, err := Replicas(ctx, st)
