@@ -112,12 +112,7 @@ func Compile(conds []Condition) (*Matcher, error) {
 	return m, nil
 }
 
-// Match reports whether the request meets every condition.
-func (m *Matcher) Match(r *Request) bool {
-	r.prepare()
-	return m.match(r)
-}
-
+// match reports whether the request, prepared, meets every condition.
 func (m *Matcher) match(r *Request) bool {
 	for i := range m.conds {
 		if !m.conds[i].match(r) {

@@ -79,7 +79,7 @@ func TestConditions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := m.Match(req); got != c.want {
+		if got := m.FirstMismatch(req) == -1; got != c.want {
 			t.Errorf("%+v: match = %v, want %v (%s)", c.cond, got, c.want, m.Seen(req, 0))
 		}
 	}

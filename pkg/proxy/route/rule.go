@@ -100,9 +100,6 @@ func (r *Rule) Group() *Group {
 	return r.targets[len(r.targets)-1].Group
 }
 
-// Targets returns the rule's server groups and weights.
-func (r *Rule) Targets() []Target { return r.targets }
-
 // Rules are a listener's rules in the order they are tried, indexed by the
 // gRPC service their path conditions name: a call is matched only against
 // the rules of its own service and those that name none, so a listener of
