@@ -12,8 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -319,33 +317,15 @@ func TestACLChangeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var calls, failures atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-				calls.Add(1)
-			}
-		}()
-	}
-	waitFor(t, "calls under way", func() bool { return calls.Load() > 200 })
+	l := startLoad(8, func() error {
+		_, err := client.UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{})
+		return err
+	})
+	waitFor(t, "calls under way", func() bool { return l.calls.Load() > 200 })
 	if err := p.Apply(aclConfig(t, b, true, "127.0.0.2/32")); err != nil {
 		t.Fatal(err)
 	}
-	before := calls.Load()
+	before := l.calls.Load()
 	for i := 0; i < 3; i++ {
 		if !refused(t, addr, "127.0.0.1") {
 			t.Fatal("a new connection from 127.0.0.1 was admitted after the change")
@@ -355,11 +335,10 @@ func TestACLChangeUnderLoad(t *testing.T) {
 			t.Fatalf("call from 127.0.0.2: %v", err)
 		}
 	}
-	waitFor(t, "calls after the change", func() bool { return calls.Load() > before+2000 })
-	close(stop)
-	wg.Wait()
-	if n := failures.Load(); n != 0 {
-		t.Fatalf("%d of %d calls on the admitted connection failed; first: %v", n, calls.Load(), firstErr.Load())
+	waitFor(t, "calls after the change", func() bool { return l.calls.Load() > before+2000 })
+	l.stop()
+	if n := l.failed.Load(); n != 0 {
+		t.Fatalf("%d of %d calls on the admitted connection failed; first: %v", n, l.calls.Load(), l.firstErr.Load())
 	}
 	// Three refused dials and three clients' calls, whose connections grpc-go
 	// may have tried again since.
@@ -369,5 +348,5 @@ func TestACLChangeUnderLoad(t *testing.T) {
 	if _, err := fmt.Sscanf(m.String()[strings.Index(m.String(), "albctl_proxy_acl_denied_total{"):], `albctl_proxy_acl_denied_total{listener="lsn-test"} %d`, &denied); err != nil || denied < 6 {
 		t.Fatalf("denied %d (%v), want at least 6; metrics:\n%s", denied, err, m.String())
 	}
-	t.Logf("%d calls on the admitted connection, %d after the change", calls.Load(), calls.Load()-before)
+	t.Logf("%d calls on the admitted connection, %d after the change", l.calls.Load(), l.calls.Load()-before)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,4 +73,42 @@ func jsonAccessLog(t testing.TB, w io.Writer) *obs.AccessLog {
 	l := obs.NewAccessLog(w, obs.FormatJSON, nil)
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+// load makes calls from goroutines until stop, counting them and the ones that failed.
+type load struct {
+	calls, failed atomic.Int64
+	firstErr      atomic.Value
+	done          chan struct{}
+	wg            sync.WaitGroup
+}
+
+// startLoad runs call in a loop on n goroutines.
+func startLoad(n int, call func() error) *load {
+	l := &load{done: make(chan struct{})}
+	for range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				if err := call(); err != nil {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err)
+				}
+				l.calls.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+// stop ends the load and waits for its calls in flight.
+func (l *load) stop() {
+	close(l.done)
+	l.wg.Wait()
 }

@@ -301,35 +301,17 @@ func TestBackendGracefulStop(t *testing.T) {
 	_, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b1, b2)}))
 	client := dial(t, addr)
 	ctx := ctxTimeout(t, 30*time.Second)
-	var failures atomic.Int64
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				mctx := metadata.AppendToOutgoingContext(ctx, "x-sleep", "20ms")
-				if _, err := client.UnaryCall(mctx, &testpb.SimpleRequest{}); err != nil {
-					t.Errorf("call failed: %v", err)
-					failures.Add(1)
-				}
-			}
-		}()
-	}
+	l := startLoad(4, func() error {
+		_, err := client.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "20ms"), &testpb.SimpleRequest{})
+		return err
+	})
 	time.Sleep(200 * time.Millisecond)
 	b1.Srv.GracefulStop() // GOAWAY, then its port refuses connections
 	n2 := b2.Calls.Load()
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if failures.Load() > 0 {
-		t.Fatalf("%d calls failed across the backend's GOAWAY", failures.Load())
+	l.stop()
+	if l.failed.Load() > 0 {
+		t.Fatalf("%d calls failed across the backend's GOAWAY; first: %v", l.failed.Load(), l.firstErr.Load())
 	}
 	if b2.Calls.Load() == n2 {
 		t.Fatal("no calls after the GOAWAY")

@@ -375,28 +375,11 @@ func TestRulesChangeUnderLoad(t *testing.T) {
 	p, addr := startProxy(t, Options{}, cfg)
 	client := dial(t, addr)
 
-	stop := make(chan struct{})
-	var calls, failed atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, 10*time.Second), "x-canary", "1", "x-sleep", "2ms")
-				if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
-					failed.Add(1)
-					t.Errorf("call failed while rules changed: %v", err)
-				}
-				calls.Add(1)
-			}
-		}()
-	}
+	l := startLoad(8, func() error {
+		ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, 10*time.Second), "x-canary", "1", "x-sleep", "2ms")
+		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+		return err
+	})
 	variants := [][]RuleConfig{
 		{forwardRule("pin", "sgp-b", header("x-canary", "1"))},
 		{RuleConfig{ID: "split", Label: "split", Conditions: []Condition{path("/*/UnaryCall")},
@@ -411,10 +394,9 @@ func TestRulesChangeUnderLoad(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
-	if calls.Load() < 100 || failed.Load() > 0 {
-		t.Fatalf("%d calls, %d failed", calls.Load(), failed.Load())
+	l.stop()
+	if l.calls.Load() < 100 || l.failed.Load() > 0 {
+		t.Fatalf("%d calls, %d failed while rules changed; first: %v", l.calls.Load(), l.failed.Load(), l.firstErr.Load())
 	}
 }
 
