@@ -3,6 +3,7 @@ module github.com/albctl/albctl
 go 1.26.8
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/fullstorydev/grpcurl v1.9.4
 	github.com/gofrs/flock v0.13.2
 	github.com/jhump/protoreflect v1.19.0

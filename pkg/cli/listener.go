@@ -52,6 +52,7 @@ type listenerFlags struct {
 	idleTimeout, requestTimeout     state.Duration
 	clientAuth                      clientAuthFlags
 	acl                             aclFlags
+	web                             webFlags
 	tlsPolicy                       string
 }
 
@@ -72,6 +73,7 @@ func (lf *listenerFlags) register(a *app, cmd *cobra.Command) {
 	_ = cmd.RegisterFlagCompletionFunc("server-group", a.refCompletion(sgRefs))
 	lf.clientAuth.register(a, cmd, cmd.Name() == "update")
 	lf.acl.register(a, cmd)
+	lf.web.register(cmd)
 }
 
 // apply writes the flags the user set onto l. An HTTP listener has HTTP/2 off unless asked.
@@ -97,6 +99,9 @@ func (lf *listenerFlags) apply(fs *pflag.FlagSet, l *state.Listener) error {
 	if err := lf.acl.apply(fs, l); err != nil {
 		return err
 	}
+	if err := lf.web.apply(fs, l); err != nil {
+		return err
+	}
 	return lf.clientAuth.apply(fs, l)
 }
 
@@ -106,7 +111,9 @@ func newListenerCreateCmd(a *app) *cobra.Command {
 		Use:   "create --lb LB --port N --server-group SG [--protocol HTTPS --cert CERT] [flags]",
 		Short: "Create a listener",
 		Example: `  albctl listener create --lb demo --protocol HTTPS --port 8443 --cert grpc-example --server-group grpc-backends
-  albctl listener create --lb demo --protocol HTTP --port 8080 --server-group web --idle-timeout 30s`,
+  albctl listener create --lb demo --protocol HTTP --port 8080 --server-group web --idle-timeout 30s
+  albctl listener create --lb demo --port 8443 --cert grpc-example --server-group grpc-backends \
+      --web-protocols grpc-web --cors-allow-origin https://app.example.com`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l := state.Listener{
@@ -141,7 +148,8 @@ func newListenerUpdateCmd(a *app) *cobra.Command {
 		Use:   "update LISTENER [flags]",
 		Short: "Change a listener's settings",
 		Example: `  albctl listener update lsn-0123456789abcdef --cert grpc-example-2025
-  albctl listener update lsn-0123456789abcdef --request-timeout 300s`,
+  albctl listener update lsn-0123456789abcdef --request-timeout 300s
+  albctl listener update lsn-0123456789abcdef --web-protocols grpc-web --cors-allow-origin 'https://*.example.com'`,
 		Args:              needArgs("LISTENER"),
 		ValidArgsFunction: argCompletion(a.refCompletion(listenerRefs)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -288,7 +296,7 @@ func (a *app) printListener(l state.Listener) error {
 			{"ACL type", orDash(l.ACLType)}, {"ACLs", orDash(strings.Join(l.ACLIDs, ", "))},
 			{"Idle timeout", l.IdleTimeout.String()}, {"Request timeout", l.RequestTimeout.String()},
 			{"TLS policy", listenerTLSPolicy(nil, l)}}
-		return append(rows, clientAuthRows(l)...)
+		return append(append(rows, clientAuthRows(l)...), webRows(l)...)
 	})
 }
 

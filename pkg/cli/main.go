@@ -156,6 +156,13 @@ var flagForField = map[string]string{
 	"tlsPolicy":                      "--tls-policy",
 	"minVersion":                     "--min-version",
 	"ciphers":                        "--ciphers",
+	"webProtocols":                   "--web-protocols",
+	"cors":                           "--cors-allow-origin",
+	"cors.allowOrigins":              "--cors-allow-origin",
+	"cors.allowHeaders":              "--cors-allow-header",
+	"cors.exposeHeaders":             "--cors-expose-header",
+	"cors.maxAge":                    "--cors-max-age",
+	"cors.allowCredentials":          "--cors-allow-credentials",
 }
 
 // listCommands tell the user where to see what exists when a reference is not found.

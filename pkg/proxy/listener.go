@@ -33,11 +33,21 @@ type listener struct {
 	h2        *h2.Server
 	denials   aclDenials
 
-	mu      sync.Mutex
-	webs    []*web.Front // every HTTP server generation, for close
+	mu sync.Mutex
+	// webs are every HTTP server generation, and the HTTP/1.1 bridge of a
+	// listener that takes gRPC-Web, for close.
+	webs    []httpServer
+	bridge  *web.Bridge
 	conns   map[net.Conn]struct{}
 	closing bool
 	wg      sync.WaitGroup
+}
+
+// httpServer is a net/http server the listener hands connections to.
+type httpServer interface {
+	Retire()
+	Close()
+	Wait()
 }
 
 // listenerState is what Apply can change on a running listener.
@@ -69,7 +79,8 @@ func (p *Proxy) listen(lc ListenerConfig) (*listener, error) {
 // tlsConfig is the TLS configuration of a listener's handshakes: its
 // certificates by SNI, its TLS policy and, for mutual TLS, the client CAs.
 // ALPN offers only h2 in front of a gRPC group (a client that cannot speak
-// HTTP/2 cannot make gRPC calls), HTTP/1.1 too in front of an HTTP one.
+// HTTP/2 cannot make gRPC calls) unless the listener takes gRPC-Web,
+// HTTP/1.1 too in front of an HTTP one.
 func tlsConfig(lc ListenerConfig, certs *certSet, grpc bool) *tls.Config {
 	cfg := &tls.Config{
 		NextProtos: []string{"h2"},
@@ -78,8 +89,12 @@ func tlsConfig(lc ListenerConfig, certs *certSet, grpc bool) *tls.Config {
 		},
 	}
 	lc.TLS.apply(cfg)
-	if !grpc {
+	switch {
+	case !grpc:
 		cfg = web.TLSConfig(cfg, lc.HTTP2)
+	case lc.Web != nil:
+		// Browsers may come over HTTP/1.1 for gRPC-Web.
+		cfg.NextProtos = []string{"h2", "http/1.1"}
 	}
 	if lc.ClientCAs != nil {
 		cfg.ClientCAs = lc.ClientCAs
@@ -102,7 +117,7 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	if idle <= 0 {
 		idle = 15 * time.Second
 	}
-	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle, ClientCert: lc.ClientCertHeaders}
+	rt := &route.Route{ListenerID: lc.ID, Group: g.Group, RequestTimeout: lc.RequestTimeout, IdleTimeout: idle, ClientCert: lc.ClientCertHeaders, Web: lc.Web}
 	if len(rules) > 0 {
 		rt.Rules = route.NewRules(rules)
 	}
@@ -210,6 +225,12 @@ func (l *listener) serveConn(c net.Conn) {
 		l.p.log.Debug("TLS handshake failed", "listener", l.id, "client", c.RemoteAddr().String(), "err", err)
 		return
 	}
+	if tc.ConnectionState().NegotiatedProtocol != "h2" && st.route.Web != nil {
+		// HTTP/1.1, or a client without ALPN, which means the same.
+		_ = c.SetDeadline(time.Time{})
+		l.http1Bridge(st.route.IdleTimeout).ServeConn(tc)
+		return
+	}
 	if tc.ConnectionState().NegotiatedProtocol != "h2" {
 		// A TLS client without ALPN: presumably HTTP/1.1. Read its request
 		// head so that the answer is not lost to a TCP reset, then refuse.
@@ -226,6 +247,18 @@ func (l *listener) serveConn(c net.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	l.h2.ServeConn(tc, sc)
+}
+
+// http1Bridge returns the listener's HTTP/1.1 server for gRPC-Web, made
+// for its first HTTP/1.1 client.
+func (l *listener) http1Bridge(idle time.Duration) *web.Bridge {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bridge == nil {
+		l.bridge = web.NewBridge(l.p.web, l.ln.Addr(), idle, l.h2.ServeConn)
+		l.webs = append(l.webs, l.bridge)
+	}
+	return l.bridge
 }
 
 func (l *listener) connCount() int {

@@ -19,12 +19,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/albctl/albctl/pkg/balancer"
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/h2"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/proxy/route"
@@ -73,7 +75,13 @@ type ListenerConfig struct {
 	// ClientCertHeaders, if set, pass a verified client certificate's
 	// details to the servers.
 	ClientCertHeaders *ClientCertHeaders
+	// Web, if set, takes gRPC-Web calls from browsers, over HTTP/2 and
+	// HTTP/1.1, for a gRPC group behind a TLS listener.
+	Web *WebConfig
 }
+
+// WebConfig is a listener's gRPC-Web and CORS setting.
+type WebConfig = grpcweb.Config
 
 // ClientCertHeaders name the headers of a verified client certificate.
 type ClientCertHeaders = route.ClientCertHeaders
@@ -374,6 +382,10 @@ func validate(cfg Config) error {
 			return fmt.Errorf("listener %s: a certificate is required to forward gRPC", lc.ID)
 		case len(lc.Certificates) == 0 && lc.HTTP2:
 			return fmt.Errorf("listener %s: HTTP/2 needs TLS (a certificate)", lc.ID)
+		case lc.Web != nil && gc.protocol() != GroupGRPC:
+			return fmt.Errorf("listener %s: gRPC-Web needs a gRPC server group", lc.ID)
+		case lc.Web != nil && lc.Web.Credentials && slices.Contains(lc.Web.Origins, "*"):
+			return fmt.Errorf("listener %s: CORS credentials cannot go with any origin (*)", lc.ID)
 		}
 		if err := validateRules(cfg, lc, gc.protocol() == GroupGRPC); err != nil {
 			return fmt.Errorf("listener %s: %w", lc.ID, err)

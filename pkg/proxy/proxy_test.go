@@ -94,7 +94,7 @@ func TestCallKinds(t *testing.T) {
 	}
 	var metrics bytes.Buffer
 	p.WriteMetrics(&metrics)
-	want := `albctl_proxy_calls_total{listener="lsn-test",method="/grpc.testing.TestService/UnaryCall",server="` + b.Addr + `",rule="-",grpc_status="0"} 1`
+	want := `albctl_proxy_calls_total{listener="lsn-test",method="/grpc.testing.TestService/UnaryCall",server="` + b.Addr + `",rule="-",protocol="grpc",grpc_status="0"} 1`
 	if !strings.Contains(metrics.String(), want) {
 		t.Fatalf("metrics lack %s:\n%s", want, metrics.String())
 	}

@@ -178,7 +178,7 @@ func TestWeightedSplitAndHeaderPin(t *testing.T) {
 
 	var metrics bytes.Buffer
 	p.WriteMetrics(&metrics)
-	for _, want := range []string{`rule="split",grpc_status="0"} `, `rule="pin",grpc_status="0"} 20`} {
+	for _, want := range []string{`rule="split",protocol="grpc",grpc_status="0"} `, `rule="pin",protocol="grpc",grpc_status="0"} 20`} {
 		if !strings.Contains(metrics.String(), want) {
 			t.Fatalf("metrics lack %s:\n%s", want, metrics.String())
 		}

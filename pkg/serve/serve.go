@@ -305,6 +305,7 @@ func proxyConfig(s *state.State, lbRef, bindAddress string) (cfg proxy.Config, e
 		if lc.ACL, err = ACLConfig(s, l); err != nil {
 			return cfg, err
 		}
+		lc.Web = webConfig(l)
 		if err := clientAuthConfig(s, &l, &lc); err != nil {
 			return cfg, err
 		}
@@ -328,6 +329,19 @@ func proxyConfig(s *state.State, lbRef, bindAddress string) (cfg proxy.Config, e
 		cfg.Listeners = append(cfg.Listeners, lc)
 	}
 	return cfg, nil
+}
+
+// webConfig is the listener's gRPC-Web setting as the proxy runs it; nil when it takes none.
+func webConfig(l state.Listener) *proxy.WebConfig {
+	if len(l.WebProtocols) == 0 {
+		return nil
+	}
+	wc := &proxy.WebConfig{}
+	if c := l.CORS; c != nil {
+		wc.Origins, wc.AllowHeaders, wc.ExposeHeaders = c.AllowOrigins, c.AllowHeaders, c.ExposeHeaders
+		wc.MaxAge, wc.Credentials = c.MaxAge.D(), c.AllowCredentials
+	}
+	return wc
 }
 
 // clientAuthConfig sets the listener's mutual TLS: the CA pool, whether a certificate is

@@ -164,6 +164,10 @@ type Listener struct {
 	// ForwardClientCert, if set, passes the verified client certificate's details to the
 	// servers in these request headers.
 	ForwardClientCert *ClientCertHeaders `json:"forwardClientCert,omitempty"`
+	// WebProtocols are the protocols browsers may call the listener's gRPC servers with
+	// (WebProtocolGRPCWeb); CORS says which pages may.
+	WebProtocols []string `json:"webProtocols,omitempty"`
+	CORS         *CORS    `json:"cors,omitempty"`
 }
 
 // Domain is a DNS zone the user claims, proven by a TXT record.

@@ -351,6 +351,9 @@ func (l *Listener) validate(s *State) error {
 	if err := l.validateClientAuth(s); err != nil {
 		return err
 	}
+	if err := l.validateWeb(sg); err != nil {
+		return err
+	}
 	if err := checkDuration("idleTimeout", l.IdleTimeout, time.Second, 60*time.Second); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/albctl/albctl/pkg/balancer"
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/proxy/route"
 )
@@ -35,6 +36,19 @@ type fcall struct {
 	reqHeaders []hpack.HeaderField
 	timeout    int // index of grpc-timeout in reqHeaders, or -1
 	deadline   time.Time
+
+	// For a gRPC-Web call: how the request's body is carried, whether the
+	// response's is in text, and the page's origin ("" if none).
+	web     grpcweb.Mode
+	webText bool
+	origin  string
+	textIn  grpcweb.TextDecoder
+	// respFrames follows the server's messages, so that a status the proxy
+	// makes goes out between two of them. In text mode respRaw counts the
+	// server's bytes whose base64 waits in respBuf: the server's window is
+	// returned in those, not in the longer base64.
+	respFrames grpcweb.Frames
+	respRaw    int
 
 	// waiting is set while the listener's request timeout runs: until the
 	// response headers arrive. waitUntil is when it expires; both are for
@@ -106,6 +120,10 @@ func (s *fcall) unlock() {
 func (s *fcall) begin(fl *flushList) {
 	s.lock(fl)
 	defer s.unlock()
+	if s.web != grpcweb.Native && !s.rt.Web.Allows(s.origin) {
+		s.failLocked(codePermissionDenied, fmt.Sprintf("origin %s is not allowed on listener %s", s.origin, s.rt.ListenerID))
+		return
+	}
 	if r := s.rule; r != nil {
 		if r.Limit != nil && !r.Limit.Allow(s.fc.sourceIP) {
 			s.failLocked(codeResourceExhausted, fmt.Sprintf("rule %s: over its traffic limit of %d calls per second", r.Label, r.Limit.QPS))
@@ -285,15 +303,28 @@ func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) 
 		return http2.StreamError{StreamID: s.cid, Code: http2.ErrCodeProtocol}
 	}
 	s.bytesIn += int64(len(data))
-	if len(data) > 0 {
-		if s.reqBuf == nil {
-			s.reqBox = getBuf()
-			s.reqBuf = *s.reqBox
-		}
-		s.reqBuf = append(s.reqBuf, data...)
-	}
 	s.reqCredit += pad
 	s.reqEnd = end
+	if len(data) > 0 && s.reqBuf == nil {
+		s.reqBox = getBuf()
+		s.reqBuf = *s.reqBox
+	}
+	if s.web == grpcweb.Text {
+		n := len(s.reqBuf)
+		var err error
+		if s.reqBuf, err = s.textIn.Append(s.reqBuf, data); err == nil && end {
+			err = s.textIn.Close()
+		}
+		if err != nil {
+			s.failLocked(codeInternal, err.Error())
+			return nil
+		}
+		// The client's window is returned in the bytes forwarded; what
+		// decoding took off, at once.
+		s.reqCredit += uint32(len(data) - (len(s.reqBuf) - n))
+	} else {
+		s.reqBuf = append(s.reqBuf, data...)
+	}
 	s.sendRequestLocked()
 	return nil
 }
@@ -358,8 +389,11 @@ func (s *fcall) onResponseHeaders(fl *flushList, bc *backConn, hb *headerBlock) 
 	if s.respEnd {
 		return http2.StreamError{StreamID: s.bid, Code: http2.ErrCodeStreamClosed}
 	}
+	var status int
 	if !s.respStarted {
-		status, length, ok := checkResponse(hb)
+		var length int64
+		var ok bool
+		status, length, ok = checkResponse(hb)
 		switch {
 		case !ok:
 			return s.malformedResponseLocked("invalid response header fields")
@@ -376,15 +410,11 @@ func (s *fcall) onResponseHeaders(fl *flushList, bc *backConn, hb *headerBlock) 
 	}
 	var buf [16]hpack.HeaderField
 	fields := responseFields(hb, buf[:0])
+	if s.web != grpcweb.Native {
+		return s.webResponseHeaders(fields, status, hb.endStream)
+	}
 	if !s.respStarted {
-		s.respStarted = true
-		s.waiting.Store(false)
-		s.replay = false
-		if s.reqSent > 0 {
-			n := copy(s.reqBuf, s.reqBuf[s.reqSent:])
-			s.reqBuf = s.reqBuf[:n]
-			s.reqSent = 0
-		}
+		s.startResponseLocked()
 		if hb.endStream {
 			// Trailers-only: one HEADERS frame that ends the stream.
 			s.code = grpcStatusOf(fields)
@@ -413,6 +443,19 @@ func (s *fcall) onResponseHeaders(fl *flushList, bc *backConn, hb *headerBlock) 
 	return nil
 }
 
+// startResponseLocked notes that the response began: the call can no
+// longer go to another server.
+func (s *fcall) startResponseLocked() {
+	s.respStarted = true
+	s.waiting.Store(false)
+	s.replay = false
+	if s.reqSent > 0 {
+		n := copy(s.reqBuf, s.reqBuf[s.reqSent:])
+		s.reqBuf = s.reqBuf[:n]
+		s.reqSent = 0
+	}
+}
+
 // onResponseData forwards the backend's DATA, straight from the frame when
 // nothing is waiting before it.
 func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end bool, pad uint32) error {
@@ -421,12 +464,16 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 	if s.done || s.bc != bc {
 		return nil
 	}
+	pending := len(s.respBuf)
+	if s.webText {
+		pending = s.respRaw
+	}
 	switch n := s.bytesOut + int64(len(s.respBuf)+len(data)); {
 	case s.respEnd:
 		return http2.StreamError{StreamID: s.bid, Code: http2.ErrCodeStreamClosed}
 	case !s.respStarted:
 		return s.malformedResponseLocked("DATA before the response headers")
-	case len(s.respBuf)+len(data) > streamWindow:
+	case pending+len(data) > streamWindow:
 		id := s.bid
 		s.backendDone = true
 		s.code = codeInternal
@@ -440,6 +487,19 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 	if end {
 		s.respEnd = true
 		s.noteBackendEndLocked()
+	}
+	if s.web != grpcweb.Native {
+		s.respFrames.Add(data)
+	}
+	if s.webText {
+		if s.respBuf == nil {
+			s.respBox = getBuf()
+			s.respBuf = *s.respBox
+		}
+		s.respRaw += len(data)
+		s.respBuf = grpcweb.AppendText(s.respBuf, data)
+		s.sendResponseLocked()
+		return nil
 	}
 	if len(s.respBuf) == 0 {
 		n, ended := s.fc.writeData(s.fl, s, s.cid, &s.respWindow, data, end, &s.respQueued)
@@ -473,9 +533,15 @@ func (s *fcall) sendResponseLocked() {
 		endWithData := s.respEnd && s.respTrailers == nil
 		n, ended := s.fc.writeData(s.fl, s, s.cid, &s.respWindow, s.respBuf, endWithData, &s.respQueued)
 		s.bytesOut += int64(n)
-		s.respCredit += uint32(n)
 		rest := copy(s.respBuf, s.respBuf[n:])
 		s.respBuf = s.respBuf[:rest]
+		switch {
+		case !s.webText:
+			s.respCredit += uint32(n)
+		case rest == 0:
+			s.respCredit += uint32(s.respRaw)
+			s.respRaw = 0
+		}
 		if ended {
 			s.completeLocked()
 			return
@@ -550,6 +616,11 @@ func (s *fcall) onBackendReset(fl *flushList, code http2.ErrCode) {
 	if !s.respStarted && s.reqEnd && code == http2.ErrCodeNo {
 		// Closed without an answer.
 		s.failLocked(codeUnavailable, fmt.Sprintf("server %s: stream closed without a response", s.u.Addr))
+		return
+	}
+	if s.web != grpcweb.Native && s.respFrames.Between() {
+		// A page cannot see a reset stream's cause; a status it can.
+		s.failLocked(codeUnavailable, fmt.Sprintf("server %s reset the stream (%v)", s.u.Addr, code))
 		return
 	}
 	// The server reset the stream: reset the client's stream too.
@@ -667,6 +738,10 @@ func (s *fcall) failLocked(code int, msg string) {
 	if s.done {
 		return
 	}
+	if s.web != grpcweb.Native {
+		s.webFailLocked(code, msg)
+		return
+	}
 	s.code = code
 	s.respBuf = s.respBuf[:0]
 	s.respTrailers = nil
@@ -679,6 +754,15 @@ func (s *fcall) failLocked(code int, msg string) {
 		hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(msg)})
 	s.fc.headers(s.fl, s.cid, fields, true)
 	s.completeLocked()
+}
+
+// protocol names the call's protocol for the access log and metrics; ""
+// for plain gRPC.
+func (s *fcall) protocol() string {
+	if s.web == grpcweb.Native {
+		return ""
+	}
+	return s.web.Protocol()
 }
 
 // completeLocked ends a call whose response has fully gone to the client.
@@ -728,7 +812,7 @@ func (s *fcall) abortLocked() {
 		rule = s.rule.Label
 	}
 	s.e.rec.Finished(&obs.Call{
-		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server, Rule: rule,
+		Listener: s.rt.ListenerID, Client: s.fc.remote, Method: s.method, Server: server, Rule: rule, Protocol: s.protocol(),
 		Code: s.code, Start: s.start, BytesIn: s.bytesIn, BytesOut: s.bytesOut,
 	})
 	putBuf(s.reqBox, s.reqBuf)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/route"
 	"github.com/albctl/albctl/pkg/proxy/sock"
 )
@@ -75,7 +76,7 @@ func (srv *Server) ServeConn(tc net.Conn, sc *sock.Spill) {
 		calls:      map[uint32]*fcall{},
 		idleSince:  time.Now(),
 	}
-	if t, ok := tc.(*tls.Conn); ok {
+	if t, ok := tc.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		fc.tls = t.ConnectionState()
 	}
 	fc.source = route.HostOf(fc.remote)
@@ -387,11 +388,16 @@ func (fc *frontConn) onHeaders(fl *flushList, hb *headerBlock) error {
 	if !ok {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
+	rt := fc.srv.route()
+	if rt.Web != nil && req.method == "OPTIONS" {
+		fc.preflight(fl, hb, rt, req.path)
+		return nil
+	}
 	s = &fcall{
 		e:           fc.srv.e,
 		fc:          fc,
 		cid:         id,
-		rt:          fc.srv.route(),
+		rt:          rt,
 		start:       time.Now(),
 		code:        codeOK,
 		reqEnd:      hb.endStream,
@@ -430,7 +436,9 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		out = append(out, hpack.HeaderField{Name: ":authority", Value: a})
 	}
 	var xff []string
+	var acceptText, sawTE, sawEncoding bool
 	cc := s.rt.ClientCert
+	web := s.rt.Web != nil
 	for _, hf := range hb.regular() {
 		if cc != nil && cc.Has(hf.Name) {
 			continue // only the listener says who the client is
@@ -446,8 +454,25 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 				s.deadline = s.start.Add(d)
 				s.timeout = len(out)
 			}
+		case "content-type":
+			if web {
+				if mode, ct := grpcweb.Parse(hf.Value); mode != grpcweb.Native {
+					s.web, hf.Value = mode, ct
+				}
+			}
+		case "accept":
+			acceptText = acceptText || web && grpcweb.WantsText(hf.Value)
+		case "origin":
+			s.origin = hf.Value
+		case "te":
+			sawTE = true
+		case "grpc-accept-encoding":
+			sawEncoding = true
 		}
 		out = append(out, hf)
+	}
+	if s.web != grpcweb.Native {
+		out = s.webRequestFields(out, acceptText, sawTE, sawEncoding)
 	}
 	if r := s.rule; r != nil && len(r.Insert)+len(r.Remove) > 0 {
 		out = changeFields(out, r.Insert, r.Remove)

@@ -12,6 +12,7 @@ const (
 	codeCanceled          = 1
 	codeUnknown           = 2
 	codeDeadlineExceeded  = 4
+	codePermissionDenied  = 7
 	codeResourceExhausted = 8
 	codeInternal          = 13
 	codeUnavailable       = 14

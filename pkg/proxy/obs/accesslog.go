@@ -47,7 +47,10 @@ type Record struct {
 	Rule     string // the rule the call met; "-" in the line when empty
 	// Web marks an HTTP request: Code is then its HTTP status. Otherwise
 	// Code is the call's grpc-status.
-	Web      bool
+	Web bool
+	// Protocol, if set, is how a gRPC call came: "grpc-web" or
+	// "grpc-web-text".
+	Protocol string
 	Code     int
 	Duration time.Duration
 	BytesIn  int64
@@ -338,7 +341,8 @@ func (a *AccessLog) stop() {
 //
 //	2006-01-02T15:04:05.000Z client=… listener=… method=… server=… rule=… grpc_status=N duration_ms=1.234 bytes_in=N bytes_out=N
 //
-// with http_status=N in place of grpc_status for HTTP requests.
+// with protocol=… after rule for gRPC-Web calls, and http_status=N in
+// place of grpc_status for HTTP requests.
 func appendText(b []byte, r *Record) []byte {
 	b = appendTime(b, r.Time)
 	b = appendField(b, " client=", r.Client)
@@ -346,6 +350,9 @@ func appendText(b []byte, r *Record) []byte {
 	b = appendField(b, " method=", r.Method)
 	b = appendField(b, " server=", orDash(r.Server))
 	b = appendField(b, " rule=", orDash(r.Rule))
+	if r.Protocol != "" {
+		b = appendField(b, " protocol=", r.Protocol)
+	}
 	if r.Web {
 		b = append(b, " http_status="...)
 	} else {
@@ -413,6 +420,7 @@ func appendField(b []byte, key, value string) []byte {
 //		Method     string    `json:"method"`
 //		Server     string    `json:"server"`
 //		Rule       string    `json:"rule"`
+//		Protocol   string    `json:"protocol,omitempty"`
 //		GRPCStatus *int      `json:"grpc_status,omitempty"`
 //		HTTPStatus int       `json:"http_status,omitempty"`
 //		DurationMs float64   `json:"duration_ms"`
@@ -439,6 +447,10 @@ func appendJSON(b []byte, r *Record) ([]byte, bool) {
 	b = appendJSONString(b, orDash(r.Server))
 	b = append(b, `,"rule":`...)
 	b = appendJSONString(b, orDash(r.Rule))
+	if r.Protocol != "" {
+		b = append(b, `,"protocol":`...)
+		b = appendJSONString(b, r.Protocol)
+	}
 	if !r.Web {
 		b = append(b, `,"grpc_status":`...)
 		b = strconv.AppendInt(b, int64(r.Code), 10)

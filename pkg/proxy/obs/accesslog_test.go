@@ -80,6 +80,10 @@ var formatRecords = []obs.Record{
 		Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Client: "é", Listener: "l", Method: "/p\u2028q",
 		Server: "s", Code: 14, Duration: 90 * time.Minute, BytesIn: 1, BytesOut: 2,
 	},
+	{
+		Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Client: "127.0.0.1:4000", Listener: "l", Method: "/pkg.Svc/Do",
+		Server: "s", Protocol: "grpc-web-text", Code: 12, Duration: time.Millisecond, BytesIn: 8, BytesOut: 40,
+	},
 }
 
 func TestTextLines(t *testing.T) {
@@ -87,6 +91,7 @@ func TestTextLines(t *testing.T) {
 2024-03-05T06:07:08.500Z client="" listener=web method="GET /a b?x=1&y=<2>" server=- rule=- http_status=404 duration_ms=0.000 bytes_in=0 bytes_out=0
 2024-12-31T23:59:59.999Z client="\x01\xff" listener="lsn\"x" method="a=b\t\n" server=back\slash rule=- http_status=0 duration_ms=2500.000 bytes_in=1099511627776 bytes_out=7
 2025-01-02T03:04:05.000Z client="é" listener=l method="/p\u2028q" server=s rule=- grpc_status=14 duration_ms=5400000.000 bytes_in=1 bytes_out=2
+2025-01-02T03:04:05.000Z client=127.0.0.1:4000 listener=l method=/pkg.Svc/Do server=s rule=- protocol=grpc-web-text grpc_status=12 duration_ms=1.000 bytes_in=8 bytes_out=40
 `
 	if got := output(t, obs.FormatText, formatRecords); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -98,6 +103,7 @@ func TestJSONLines(t *testing.T) {
 {"time":"2024-03-05T08:07:08.5+02:00","client":"","listener":"web","method":"GET /a b?x=1\u0026y=\u003c2\u003e","server":"-","rule":"-","http_status":404,"duration_ms":0,"bytes_in":0,"bytes_out":0}
 {"time":"2024-12-31T23:59:59.999999999Z","client":"\u0001\ufffd","listener":"lsn\"x","method":"a=b\t\n","server":"back\\slash","rule":"-","duration_ms":2500,"bytes_in":1099511627776,"bytes_out":7}
 {"time":"2025-01-02T03:04:05Z","client":"é","listener":"l","method":"/p\u2028q","server":"s","rule":"-","grpc_status":14,"duration_ms":5400000,"bytes_in":1,"bytes_out":2}
+{"time":"2025-01-02T03:04:05Z","client":"127.0.0.1:4000","listener":"l","method":"/pkg.Svc/Do","server":"s","rule":"-","protocol":"grpc-web-text","grpc_status":12,"duration_ms":1,"bytes_in":8,"bytes_out":40}
 `
 	if got := output(t, obs.FormatJSON, formatRecords); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
@@ -114,6 +120,7 @@ type previousRecord struct {
 	Method     string        `json:"method"`
 	Server     string        `json:"server"`
 	Rule       string        `json:"rule"`
+	Protocol   string        `json:"protocol,omitempty"`
 	GRPCStatus *int          `json:"grpc_status,omitempty"`
 	HTTPStatus int           `json:"http_status,omitempty"`
 	Duration   time.Duration `json:"-"`
@@ -125,7 +132,7 @@ type previousRecord struct {
 func previousLine(rec obs.Record, jsonFormat bool) (string, bool) {
 	r := previousRecord{
 		Time: rec.Time, Client: rec.Client, Listener: rec.Listener, Method: rec.Method,
-		Server: rec.Server, Rule: rec.Rule, Duration: rec.Duration, BytesIn: rec.BytesIn, BytesOut: rec.BytesOut,
+		Server: rec.Server, Rule: rec.Rule, Protocol: rec.Protocol, Duration: rec.Duration, BytesIn: rec.BytesIn, BytesOut: rec.BytesOut,
 	}
 	if rec.Web {
 		r.HTTPStatus = rec.Code
@@ -150,6 +157,9 @@ func previousLine(rec obs.Record, jsonFormat bool) (string, bool) {
 	b = previousField(b, "method", r.Method)
 	b = previousField(b, "server", r.Server)
 	b = previousField(b, "rule", r.Rule)
+	if r.Protocol != "" {
+		b = previousField(b, "protocol", r.Protocol)
+	}
 	if r.GRPCStatus != nil {
 		b = append(b, " grpc_status="...)
 		b = strconv.AppendInt(b, int64(*r.GRPCStatus), 10)
@@ -197,7 +207,7 @@ func TestLinesMatchPreviousFormat(t *testing.T) {
 	for i := range recs {
 		recs[i] = obs.Record{
 			Time:   time.Unix(0, rng.Int64N(4e18)).In(zones[rng.IntN(len(zones))]),
-			Client: str(), Listener: str(), Method: str(), Server: str(),
+			Client: str(), Listener: str(), Method: str(), Server: str(), Protocol: str(),
 			Web: rng.IntN(2) == 0, Code: rng.IntN(600) - 1,
 			Duration: time.Duration(rng.Int64N(1e13)) >> rng.IntN(40),
 			BytesIn:  rng.Int64() >> rng.IntN(63), BytesOut: rng.Int64N(1e6),

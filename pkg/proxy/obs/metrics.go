@@ -21,9 +21,9 @@ const maxMethods = 200
 var latencyBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
 
 type callKey struct {
-	web                            bool // an HTTP request; code is its HTTP status
-	listener, method, server, rule string
-	code                           int
+	web                                      bool // an HTTP request; code is its HTTP status
+	listener, method, server, rule, protocol string
+	code                                     int
 }
 
 // Recorder takes what the engines report: calls as they start and end,
@@ -190,8 +190,12 @@ func writeCalls(w io.Writer, m *Recorder, keys []callKey, web bool, name, codeLa
 		m.mu.RLock()
 		c := m.calls[k]
 		m.mu.RUnlock()
-		fmt.Fprintf(w, "%s{listener=%s,method=%s,server=%s,rule=%s,%s=\"%d\"} %d\n",
-			name, quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), quoteLabel(k.rule), codeLabel, k.code, c.Load())
+		protocol := ""
+		if !web {
+			protocol = ",protocol=" + quoteLabel(k.protocol)
+		}
+		fmt.Fprintf(w, "%s{listener=%s,method=%s,server=%s,rule=%s%s,%s=\"%d\"} %d\n",
+			name, quoteLabel(k.listener), quoteLabel(k.method), quoteLabel(k.server), quoteLabel(k.rule), protocol, codeLabel, k.code, c.Load())
 	}
 }
 
@@ -212,6 +216,9 @@ type Call struct {
 	Method   string
 	Server   string // "" if no server was picked
 	Rule     string // the rule the call met; "" for the listener's default
+	// Protocol is how a gRPC call came: "grpc-web" or "grpc-web-text";
+	// "" for plain gRPC.
+	Protocol string
 	Code     int
 	Start    time.Time
 	BytesIn  int64
@@ -248,11 +255,15 @@ func (m *Recorder) Finished(c *Call) {
 		// "GET /path": paths are unbounded, so the metrics keep only the HTTP method.
 		metricMethod, _, _ = strings.Cut(c.Method, " ")
 	}
-	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, rule: rule, code: c.Code}, d, c.BytesIn, c.BytesOut)
+	protocol := c.Protocol
+	if protocol == "" && !c.Web {
+		protocol = "grpc"
+	}
+	m.count(callKey{web: c.Web, listener: c.Listener, method: metricMethod, server: label, rule: rule, protocol: protocol, code: c.Code}, d, c.BytesIn, c.BytesOut)
 	if m.accessLog != nil {
 		m.accessLog.Log(&Record{
 			Time: c.Start, Client: c.Client, Listener: c.Listener, Method: c.Method, Server: c.Server, Rule: c.Rule,
-			Web: c.Web, Code: c.Code, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
+			Web: c.Web, Protocol: c.Protocol, Code: c.Code, Duration: d, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
 		})
 	}
 }

@@ -7,6 +7,8 @@ package route
 import (
 	"strings"
 	"time"
+
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 )
 
 // Route is what Apply last set for one listener. Engines load it once per
@@ -28,6 +30,9 @@ type Route struct {
 	// ClientCert, if set, names the headers that pass a client
 	// certificate's details to the servers.
 	ClientCert *ClientCertHeaders
+	// Web, if set, takes gRPC-Web calls from browsers and answers their
+	// CORS preflights.
+	Web *grpcweb.Config
 }
 
 // HostOf returns the IP of "ip:port" or "[ip]:port" without allocating:
