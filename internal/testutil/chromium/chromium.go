@@ -72,8 +72,8 @@ func Start(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
 		cancelBrowser() // closes the browser over CDP, and waits for it
 		cancelAlloc()   // kills the process if it is still there, and waits for it
 		cancelTimeout()
-		if t.Failed() {
-			t.Logf("chromium console:\n%s", b.console())
+		if log := b.console(); t.Failed() && log != "" {
+			t.Logf("chromium console:\n%s", log)
 		}
 	})
 	// The first Run starts the browser, tied to b.ctx rather than to a shorter context.

@@ -39,7 +39,7 @@ async function unary(n = 100) {
   const target = await url(unaryEcho);
   for (let i = 1; i <= n; i++) {
     try {
-      const res = await client.thenableCall(target, { message: `call ${i}` }, {}, unaryEcho);
+      const res = await client.unaryCall(target, { message: `call ${i}` }, {}, unaryEcho);
       result.ok++;
       result.servers[res.server] = (result.servers[res.server] || 0) + 1;
       result.answers.push(res.server);
@@ -101,7 +101,7 @@ async function stream(count = 10) {
 async function unimplemented() {
   let result;
   try {
-    await client.thenableCall(await url(noSuchMethod), { message: "anyone?" }, {}, noSuchMethod);
+    await client.unaryCall(await url(noSuchMethod), { message: "anyone?" }, {}, noSuchMethod);
     result = { code: 0, message: "the call succeeded, which it should not" };
   } catch (err) {
     result = { code: err.code, message: err.message };
