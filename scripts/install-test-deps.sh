@@ -4,11 +4,13 @@
 #   bash-completion (Debian package)    what the generated bash completion runs on in a shell
 #   openssl (Debian package)            s_client, a TLS client other than Go's, against TLS policies
 #   etcd    (Debian package etcd-server) an etcd server older than the one embedded in the tests
+#   chromium (Debian package)           the headless browser that loads the gRPC-Web demo page
 #   grpcurl (from the Go module proxy)  the reference the probe's output is compared with
 #   h2spec  (from the Go module proxy)  the HTTP/2 conformance tester run against the proxy
 # Running it again changes nothing. Where a tool cannot be installed it says so, and the tests
-# that need it skip (TestH2spec, TestTLSPolicyOpenSSL and TestDebianEtcdServer fail instead when
-# CI is set). Debian's etcd-server is only installed: its service is not started here.
+# that need it skip (TestH2spec, TestTLSPolicyOpenSSL, TestDebianEtcdServer and
+# TestDemoPageInChromium fail instead when CI is set). Debian's etcd-server is only installed:
+# its service is not started here.
 set -uo pipefail
 
 GRPCURL_VERSION=v1.9.4
@@ -23,8 +25,9 @@ command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 [ -f /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "dig, bash-completion, openssl and etcd: present"
+	echo "dig, bash-completion, openssl, etcd and chromium: present"
 elif command -v apt-get >/dev/null 2>&1; then
 	sudo=""
 	[ "$(id -u)" -ne 0 ] && sudo="sudo"
