@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -44,6 +45,9 @@ func newDemoCmd(a *app) *cobra.Command {
   5. one backend stopped, and the health check taking it out of rotation
   6. a canary release: a second server group with one echo server, a rule sending 10% of the
      echo service's calls to it, and one sending it every call that carries x-canary: 1
+  7. browsers: the listener takes gRPC-Web from the demo page's origin; the page is served on
+     https://localhost and its calls are made once from Go (a CORS preflight, then gRPC-Web
+     text calls counted per server); with --keep, open the page in a browser
 
 It exits 0 when every step did what it should, and non-zero naming the step that did not.
 With --keep, everything stays up and demo prints how to try it by hand, until Ctrl-C.`,
@@ -78,7 +82,8 @@ type demo struct {
 	tempDir bool
 	exe     string
 	procs   map[string]*exec.Cmd
-	ports   struct{ listener, dns int }
+	ports   struct{ listener, dns, page int }
+	page    *http.Server // the demo page, once step 7 serves it
 	servers []demoServer
 	canary  demoServer
 	admin   string
@@ -107,11 +112,11 @@ func newDemo(cmd *cobra.Command, a *app) (*demo, error) {
 		d.tempDir = true
 		a.statePath = filepath.Join(d.dir, "state.json")
 	}
-	ports, err := freePorts(6)
+	ports, err := freePorts(7)
 	if err != nil {
 		return nil, err
 	}
-	d.ports.listener, d.ports.dns = ports[0], ports[1]
+	d.ports.listener, d.ports.dns, d.ports.page = ports[0], ports[1], ports[6]
 	for i, w := range []int{100, 100, 50} {
 		d.servers = append(d.servers, demoServer{name: fmt.Sprintf("b%d", i+1), addr: fmt.Sprintf("127.0.0.1:%d", ports[2+i]), weight: w})
 	}
@@ -158,7 +163,7 @@ func (d *demo) run() error {
 			"--health-check-interval", "1s", "--healthy-threshold", "2", "--unhealthy-threshold", "2"},
 		{"servergroup", "add-servers", "grpc-backends"},
 		{"lb", "create", "--name", "demo"},
-		{"cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test"},
+		{"cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test", "--domain", pageHost},
 		{"listener", "create", "--lb", "demo", "--protocol", "HTTPS", "--port", itoa(d.ports.listener), "--cert", "grpc-example", "--server-group", "grpc-backends"},
 	}
 	for _, s := range d.servers {
@@ -295,7 +300,7 @@ func (d *demo) canaryRelease() error {
 	if len(problems) > 0 {
 		return errors.New("demo step failed: " + strings.Join(problems, "; "))
 	}
-	return nil
+	return d.browsers()
 }
 
 // keep leaves everything running and tells the user what to try, until a signal.
@@ -307,10 +312,16 @@ Everything is running. In another shell:
   albctl probe -cacert "$(albctl cert ca)" -d '{"message": "hi"}' grpc.example.test:%s albctl.echo.v1.Echo/UnaryEcho
   albctl servergroup health grpc-backends
   albctl check grpc.example.test:%s albctl.echo.v1.Echo/UnaryEcho
+  albctl rule list --listener %s
   dig @127.0.0.1 -p %d grpc.example.test
   albctl servergroup update-servers grpc-backends --server %s,weight=0
 serve's log, with one line per call: %s
-Press Ctrl-C to stop everything.`, shellQuote(d.a.statePath), port, port, d.listenerID, d.ports.dns, d.servers[0].addr, d.logPath("serve"))
+
+In a browser, open %s
+The page calls the echo service with gRPC-Web through the listener. The browser warns once
+that albctl's demo CA is not one it trusts: accept it for localhost. Chromium then trusts it for
+the listener's port too; Firefox asks again: open https://localhost:%s/ once and accept there.
+Press Ctrl-C to stop everything.`, shellQuote(d.a.statePath), port, port, d.listenerID, d.ports.dns, d.servers[0].addr, d.logPath("serve"), d.pageURL(), port)
 	ctx, stop := signal.NotifyContext(d.ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
@@ -375,6 +386,9 @@ func (d *demo) stop(name string) error {
 }
 
 func (d *demo) cleanup() {
+	if d.page != nil {
+		_ = d.page.Close()
+	}
 	for name := range d.procs {
 		_ = d.stop(name)
 	}

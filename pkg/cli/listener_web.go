@@ -50,12 +50,17 @@ func (wf *webFlags) apply(fs *pflag.FlagSet, l *state.Listener) error {
 			}
 		}
 	}
-	changed := false
+	changed := ""
 	for _, f := range corsFlags {
-		changed = changed || fs.Changed(f)
+		if fs.Changed(f) {
+			changed = f
+		}
 	}
-	if !changed {
+	if changed == "" {
 		return nil
+	}
+	if len(l.WebProtocols) == 0 {
+		return usageErrorf("--%s applies to gRPC-Web calls: turn them on with --web-protocols %s", changed, state.WebProtocolGRPCWeb)
 	}
 	c := state.CORS{}
 	if l.CORS != nil {
