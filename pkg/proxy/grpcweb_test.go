@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 )
 
@@ -138,12 +139,11 @@ func TestGRPCWebEveryKind(t *testing.T) {
 	}
 }
 
-// grpcFrame is one length-prefixed message (or, with flag 0x80, the
-// trailers).
+// grpcFrame is one length-prefixed message.
 func grpcFrame(flag byte, payload []byte) []byte {
-	out := []byte{flag, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(out[1:], uint32(len(payload)))
-	return append(out, payload...)
+	out := grpcweb.AppendMessage(nil, payload)
+	out[0] = flag
+	return out
 }
 
 // webCall is what a test client got back from a gRPC-Web call.
@@ -152,24 +152,6 @@ type webCall struct {
 	header   http.Header
 	messages [][]byte
 	trailers map[string]string // the trailer frame's fields; nil if none
-}
-
-// decodeText decodes a grpc-web-text body in groups of four characters, as
-// browsers' clients do: each group may end in padding.
-func decodeText(t *testing.T, text []byte) []byte {
-	t.Helper()
-	if len(text)%4 != 0 {
-		t.Fatalf("text body of %d characters", len(text))
-	}
-	var out []byte
-	for i := 0; i < len(text); i += 4 {
-		b, err := base64.StdEncoding.DecodeString(string(text[i : i+4]))
-		if err != nil {
-			t.Fatalf("group %q: %v", text[i:i+4], err)
-		}
-		out = append(out, b...)
-	}
-	return out
 }
 
 // chunkedBody sends pieces one by one, each its own write.
@@ -216,41 +198,11 @@ func callWeb(t *testing.T, hc *http.Client, addr, path, contentType string, body
 	if err != nil {
 		t.Fatalf("reading the body: %v", err)
 	}
-	call := webCall{status: resp.StatusCode, header: resp.Header}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc-web-text") {
-		raw = decodeText(t, raw)
+	read, err := grpcweb.ReadBody(raw, strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc-web-text"))
+	if err != nil {
+		t.Fatalf("the response body: %v", err)
 	}
-	call.parse(t, raw)
-	return call
-}
-
-// parse reads a gRPC-Web response body: messages, then at most one
-// trailer frame, last.
-func (call *webCall) parse(t *testing.T, body []byte) {
-	t.Helper()
-	for len(body) > 0 {
-		if len(body) < 5 {
-			t.Fatalf("body ends inside a frame prefix: %x", body)
-		}
-		n := binary.BigEndian.Uint32(body[1:5])
-		if uint32(len(body)-5) < n {
-			t.Fatalf("frame of %d bytes, %d left", n, len(body)-5)
-		}
-		flag, payload := body[0], body[5:5+n]
-		body = body[5+n:]
-		if call.trailers != nil {
-			t.Fatalf("a frame after the trailers")
-		}
-		if flag&0x80 == 0 {
-			call.messages = append(call.messages, payload)
-			continue
-		}
-		call.trailers = map[string]string{}
-		for _, line := range strings.Split(strings.TrimSuffix(string(payload), "\r\n"), "\r\n") {
-			k, v, _ := strings.Cut(line, ": ")
-			call.trailers[k] = v
-		}
-	}
+	return webCall{status: resp.StatusCode, header: resp.Header, messages: read.Messages, trailers: read.Trailers}
 }
 
 // grpcStatus is the call's status: from the trailer frame, or from the
@@ -487,4 +439,80 @@ func startResetter(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// TestGRPCWebFollowsChangesAndDrains makes gRPC-Web calls over HTTP/2 and HTTP/1.1 while the
+// listener's group and CORS setting change, then shuts the proxy down during a server stream,
+// which finishes.
+func TestGRPCWebFollowsChangesAndDrains(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	p, addr := webProxy(t, GroupConfig{Servers: servers(1, b1)}, nil)
+	hcs := webClients(t)
+	clients := map[string]*connect.Client[testpb.SimpleRequest, testpb.SimpleResponse]{}
+	for version, hc := range hcs {
+		clients[version] = connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, "https://"+addr+unaryPath, connect.WithGRPCWeb())
+	}
+	l := startLoad(4, func() error {
+		for _, c := range clients {
+			req := connect.NewRequest(&testpb.SimpleRequest{})
+			req.Header().Set("Origin", pageOrigin)
+			if _, err := c.CallUnary(context.Background(), req); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i := range 20 {
+		cfg := testConfig(t, GroupConfig{Servers: servers(1, [][]*backend{{b1}, {b2}, {b1, b2}}[i%3]...)})
+		cfg.Listeners[0].Addr = addr
+		cfg.Listeners[0].Web = &WebConfig{Origins: []string{pageOrigin, fmt.Sprintf("https://other%d.example.test", i)}}
+		if err := p.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	l.stop()
+	if l.failed.Load() > 0 || b1.Calls.Load() == 0 || b2.Calls.Load() == 0 {
+		t.Fatalf("%d of %d rounds failed (first: %v); calls b1 %d, b2 %d", l.failed.Load(), l.calls.Load(), l.firstErr.Load(), b1.Calls.Load(), b2.Calls.Load())
+	}
+
+	req := &testpb.StreamingOutputCallRequest{}
+	for range 10 {
+		req.ResponseParameters = append(req.ResponseParameters, &testpb.ResponseParameters{Size: 10, IntervalUs: 50_000})
+	}
+	type result struct {
+		version string
+		n       int
+		err     error
+	}
+	results := make(chan result, len(hcs))
+	started := make(chan struct{}, len(hcs))
+	for version, hc := range hcs {
+		go func() {
+			c := connect.NewClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse](hc, "https://"+addr+streamPath, connect.WithGRPCWeb())
+			stream, err := c.CallServerStream(context.Background(), connect.NewRequest(req))
+			n := 0
+			for err == nil && stream.Receive() {
+				if n++; n == 1 {
+					started <- struct{}{}
+				}
+			}
+			if err == nil {
+				err = stream.Err()
+			}
+			results <- result{version, n, err}
+		}()
+	}
+	for range hcs {
+		<-started
+	}
+	if err := p.Shutdown(ctxTimeout(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for range hcs {
+		r := <-results
+		if r.err != nil || r.n != 10 {
+			t.Errorf("%s: a stream during shutdown got %d of 10 messages, then %v", r.version, r.n, r.err)
+		}
+	}
 }
