@@ -214,7 +214,7 @@ func (call *webCall) grpcStatus() (string, string) {
 	return call.header.Get("Grpc-Status"), call.header.Get("Grpc-Message")
 }
 
-func marshal(t *testing.T, m proto.Message) []byte {
+func marshal(t testing.TB, m proto.Message) []byte {
 	b, err := proto.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
