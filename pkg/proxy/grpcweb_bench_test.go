@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/net/http2"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/albctl/albctl/pkg/proxy/grpcweb"
@@ -42,7 +41,8 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 
 	payload := make([]byte, 1024)
 	req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: payload}}
-	hc := &http.Client{Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: testCA(b).Pool, ServerName: "localhost"}}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: testCA(b).Pool, ServerName: "localhost"},
+		Protocols: protocols((*http.Protocols).SetHTTP2), MaxConnsPerHost: 2}}
 	b.Cleanup(hc.CloseIdleConnections)
 	connectClient := func(opts ...connect.ClientOption) func() error {
 		c := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, "https://"+addr+unaryPath, opts...)

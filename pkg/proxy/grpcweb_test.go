@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/net/http2"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
 
@@ -43,13 +42,20 @@ func webProxy(t *testing.T, group GroupConfig, log *obs.AccessLog) (*Proxy, stri
 // over HTTP/1.1 only.
 func webClients(t *testing.T) map[string]*http.Client {
 	tlsConf := &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost"}
-	h2 := &http.Client{Transport: &http2.Transport{TLSClientConfig: tlsConf}}
-	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf, Protocols: protocols((*http.Protocols).SetHTTP2)}}
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf.Clone(), Protocols: protocols((*http.Protocols).SetHTTP1)}}
 	t.Cleanup(func() {
 		h2.CloseIdleConnections()
 		h1.CloseIdleConnections()
 	})
 	return map[string]*http.Client{"HTTP/2": h2, "HTTP/1.1": h1}
+}
+
+// protocols is the set of one HTTP version.
+func protocols(set func(*http.Protocols, bool)) *http.Protocols {
+	p := new(http.Protocols)
+	set(p, true)
+	return p
 }
 
 // TestGRPCWebEveryKind makes each kind of call with a gRPC-Web client

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/route"
 	"github.com/albctl/albctl/pkg/proxy/sock"
@@ -27,7 +25,6 @@ import (
 type Bridge struct {
 	srv   *http.Server
 	queue *connQueue
-	h2    http2.Transport
 	serve func(net.Conn, *sock.Spill)
 	wg    sync.WaitGroup
 }
@@ -108,7 +105,7 @@ type bridgeConn struct {
 	client *tls.Conn
 
 	mu   sync.Mutex
-	cc   *http2.ClientConn
+	cc   *http.ClientConn
 	done chan struct{} // closed when the engine is done with the connection
 }
 
@@ -124,10 +121,10 @@ type engineConn struct {
 func (c *engineConn) RemoteAddr() net.Addr                 { return c.remote }
 func (c *engineConn) ConnectionState() tls.ConnectionState { return c.state }
 
-func (bc *bridgeConn) clientConn() (*http2.ClientConn, error) {
+func (bc *bridgeConn) clientConn() (*http.ClientConn, error) {
 	bc.mu.Lock()
 	defer bc.mu.Unlock()
-	if bc.cc != nil && bc.cc.CanTakeNewRequest() {
+	if bc.cc != nil && bc.cc.Err() == nil && bc.cc.Available() > 0 {
 		return bc.cc, nil
 	}
 	bc.closeLocked()
@@ -140,7 +137,10 @@ func (bc *bridgeConn) clientConn() (*http2.ClientConn, error) {
 		defer theirs.Close()
 		bc.b.serve(&engineConn{Conn: sc, remote: bc.client.RemoteAddr(), state: bc.client.ConnectionState()}, sc)
 	}()
-	cc, err := bc.b.h2.NewClientConn(ours)
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	t := &http.Transport{Protocols: &h2c, DialContext: func(context.Context, string, string) (net.Conn, error) { return ours, nil }}
+	cc, err := t.NewClientConn(context.Background(), "http", "engine:0")
 	if err != nil {
 		ours.Close()
 		<-done
@@ -188,7 +188,7 @@ func (b *Bridge) handle(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(),
 		Body: r.Body, ContentLength: r.ContentLength, Proto: "HTTP/2.0", ProtoMajor: 2,
 	}
-	out.URL.Scheme, out.URL.Host = "https", r.Host
+	out.URL.Scheme, out.URL.Host = "http", r.Host
 	if r.Body == http.NoBody {
 		out.Body = nil
 	}
@@ -203,6 +203,9 @@ func (b *Bridge) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	// The engine may answer before the request's end (a refusal, say). What is left of the
+	// body must not be read as the connection's next request.
+	defer func() { _, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 256<<10)) }()
 	for k, vs := range resp.Header {
 		w.Header()[k] = vs
 	}
