@@ -21,6 +21,7 @@ import (
 	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/obs"
+	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
 const (
@@ -372,8 +373,8 @@ func wantExposed(t *testing.T, call webCall, names ...string) {
 }
 
 // TestGRPCWebProxyErrors checks the statuses the proxy makes for web
-// clients: no server, and a server that resets its stream between
-// messages, and that native gRPC over HTTP/1.1 is still refused while
+// clients: no server, a server that resets its stream between messages,
+// the request timeout and a rule's fixed answer, and that native gRPC over HTTP/1.1 is still refused while
 // native gRPC over HTTP/2 works beside gRPC-Web.
 func TestGRPCWebProxyErrors(t *testing.T) {
 	resetter := startResetter(t)
@@ -402,9 +403,22 @@ func TestGRPCWebProxyErrors(t *testing.T) {
 	}
 
 	cfg = testConfig(t, GroupConfig{Servers: servers(1, b)})
+	cfg.Listeners[0].Addr = addr
 	cfg.Listeners[0].Web = &WebConfig{}
+	cfg.Listeners[0].RequestTimeout = 100 * time.Millisecond
+	cfg.Listeners[0].Rules = []RuleConfig{{ID: "rule-1", Label: "closed",
+		Conditions: []Condition{{Type: route.CondPath, Values: []string{streamPath}}},
+		Fixed:      &FixedResponse{GRPCStatus: 9, Message: "closed for the night"}}}
 	if err := p.Apply(cfg); err != nil {
 		t.Fatal(err)
+	}
+	call = callWeb(t, hcs["HTTP/2"], addr, unaryPath, "application/grpc-web", grpcFrame(0, nil), nil, http.Header{"X-Sleep": {"1s"}})
+	if code, msg := call.grpcStatus(); code != "4" || !strings.Contains(msg, "request timeout") {
+		t.Errorf("request timeout: status %s %q", code, msg)
+	}
+	call = callWeb(t, hcs["HTTP/2"], addr, streamPath, "application/grpc-web-text", []byte(base64.StdEncoding.EncodeToString(grpcFrame(0, nil))), nil, nil)
+	if code, msg := call.grpcStatus(); code != "9" || msg != "closed for the night" || !strings.HasPrefix(call.header.Get("Content-Type"), "application/grpc-web-text") {
+		t.Errorf("a rule's fixed answer: status %s %q, content type %q", code, msg, call.header.Get("Content-Type"))
 	}
 	if _, err := dial(t, addr).UnaryCall(ctxTimeout(t, 5*time.Second), &testpb.SimpleRequest{}); err != nil {
 		t.Errorf("native gRPC beside gRPC-Web: %v", err)
