@@ -208,7 +208,11 @@ func (w *walk) findListener(context.Context) (string, error) {
 				}
 				policy = fmt.Sprintf(", TLS policy %s (%s-%s)", p.Name, p.MinVersion, p.MaxVersion)
 			}
-			return fmt.Sprintf("%s: %s %s on port %d%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl), nil
+			web := ""
+			if len(l.WebProtocols) > 0 {
+				web = ", takes " + strings.Join(l.WebProtocols, ", ") + " from pages"
+			}
+			return fmt.Sprintf("%s: %s %s on port %d%s%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl, web), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)
