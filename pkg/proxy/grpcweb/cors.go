@@ -26,6 +26,8 @@ type Config struct {
 	MaxAge time.Duration
 	// Credentials lets pages send cookies and HTTP authentication.
 	Credentials bool
+	// Connect takes Connect's protocol (binary) too, beside gRPC-Web.
+	Connect bool
 }
 
 // clientHeaders are the request headers gRPC-Web and Connect clients send

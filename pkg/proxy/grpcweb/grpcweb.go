@@ -24,6 +24,12 @@ const (
 	Binary
 	// Text is application/grpc-web-text: the same frames in base64.
 	Text
+	// ConnectUnary is a Connect unary call, application/proto: the bare
+	// message, and the status as the HTTP status and a JSON error.
+	ConnectUnary
+	// ConnectStream is a Connect stream, application/connect+proto: gRPC's
+	// frames, ended by one with the status in JSON.
+	ConnectStream
 )
 
 // Protocol names the mode as the access log and the metrics do.
@@ -33,8 +39,23 @@ func (m Mode) Protocol() string {
 		return "grpc-web"
 	case Text:
 		return "grpc-web-text"
+	case ConnectUnary, ConnectStream:
+		return "connect"
 	}
 	return "grpc"
+}
+
+// Connect reports whether the mode is one of Connect's.
+func (m Mode) Connect() bool { return m == ConnectUnary || m == ConnectStream }
+
+// IsWeb reports whether a request of this content type is for the listener's web protocols
+// (gRPC-Web or Connect) rather than native gRPC.
+func IsWeb(contentType string) bool {
+	if m, _ := Parse(contentType); m != Native {
+		return true
+	}
+	m, _, _ := ParseConnect(contentType)
+	return m != Native
 }
 
 // Parse reads a request's content type. For a gRPC-Web one it returns the

@@ -49,6 +49,15 @@ type fcall struct {
 	// returned in those, not in the longer base64.
 	respFrames grpcweb.Frames
 	respRaw    int
+	// refusal, if set, fails the call before it is sent: a request the
+	// listener cannot pass on (Connect's JSON, say), with refusalCode.
+	refusal     string
+	refusalCode int
+	// For a Connect unary call: collecting is set while the server's
+	// answer is gathered (its headers in held, its message in respBuf),
+	// to go out whole once its status is known.
+	collecting bool
+	held       []hpack.HeaderField
 
 	// waiting is set while the listener's request timeout runs: until the
 	// response headers arrive. waitUntil is when it expires; both are for
@@ -84,6 +93,9 @@ type fcall struct {
 	// whether the client's side of the stream is half-closed.
 	clientEnded bool
 	reqEndSent  bool
+	// reqPrefix is what the proxy put before the client's bytes in reqBuf:
+	// a Connect unary message's 5-byte prefix.
+	reqPrefix   int
 	replay      bool
 	reqWindow   int32 // the backend's window for this stream
 	reqCredit   uint32
@@ -122,6 +134,10 @@ func (s *fcall) begin(fl *flushList) {
 	defer s.unlock()
 	if s.web != grpcweb.Native && !s.rt.Web.Allows(s.origin) {
 		s.failLocked(codePermissionDenied, fmt.Sprintf("origin %s is not allowed on listener %s", s.origin, s.rt.ListenerID))
+		return
+	}
+	if s.refusal != "" {
+		s.failLocked(s.refusalCode, s.refusal)
 		return
 	}
 	if r := s.rule; r != nil {
@@ -289,7 +305,7 @@ func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) 
 	if s.done || s.reqEnd {
 		return nil
 	}
-	if len(s.reqBuf)-s.reqSent+len(data) > streamWindow {
+	if len(s.reqBuf)-s.reqSent+len(data) > streamWindow+s.reqPrefix {
 		// More than the window we granted: the client broke flow control.
 		s.code = codeInternal
 		s.abortLocked()
@@ -465,8 +481,11 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 		return nil
 	}
 	pending := len(s.respBuf)
-	if s.webText {
+	switch {
+	case s.webText:
 		pending = s.respRaw
+	case s.collecting:
+		return s.collectLocked(data, end, pad)
 	}
 	switch n := s.bytesOut + int64(len(s.respBuf)+len(data)); {
 	case s.respEnd:
@@ -526,7 +545,7 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 // the client's windows allow, and returns the forwarded amount to the
 // backend's window.
 func (s *fcall) sendResponseLocked() {
-	if s.done {
+	if s.done || s.collecting {
 		return
 	}
 	if len(s.respBuf) > 0 {

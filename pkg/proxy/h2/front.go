@@ -456,9 +456,7 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 			}
 		case "content-type":
 			if web {
-				if mode, ct := grpcweb.Parse(hf.Value); mode != grpcweb.Native {
-					s.web, hf.Value = mode, ct
-				}
+				s.webContentType(&hf)
 			}
 		case "accept":
 			acceptText = acceptText || web && grpcweb.WantsText(hf.Value)

@@ -11,9 +11,11 @@ const (
 	codeOK                = 0
 	codeCanceled          = 1
 	codeUnknown           = 2
+	codeInvalidArgument   = 3
 	codeDeadlineExceeded  = 4
 	codePermissionDenied  = 7
 	codeResourceExhausted = 8
+	codeUnimplemented     = 12
 	codeInternal          = 13
 	codeUnavailable       = 14
 )

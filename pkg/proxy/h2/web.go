@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strconv"
 	"time"
@@ -13,19 +14,71 @@ import (
 	"github.com/albctl/albctl/pkg/proxy/route"
 )
 
-// webRequestFields finishes the header list of a gRPC-Web call for its
-// server: a gRPC request, whose text body is decoded on the way, so its
-// length changes.
+// maxConnectUnary bounds the answer a Connect unary call gathers before it can go out.
+const maxConnectUnary = 4 << 20
+
+// webContentType notes a gRPC-Web or Connect call by its content type, and
+// sets the gRPC one in its place.
+func (s *fcall) webContentType(hf *hpack.HeaderField) {
+	if mode, ct := grpcweb.Parse(hf.Value); mode != grpcweb.Native {
+		s.web, hf.Value = mode, ct
+		return
+	}
+	if !s.rt.Web.Connect {
+		return
+	}
+	mode, ct, json := grpcweb.ParseConnect(hf.Value)
+	if mode == grpcweb.Native {
+		return
+	}
+	s.web = mode
+	if json {
+		s.refusal, s.refusalCode = fmt.Sprintf("listener %s passes Connect's binary form (application/proto) only: JSON needs the service's schema", s.rt.ListenerID), codeUnimplemented
+		return
+	}
+	hf.Value = ct
+}
+
+// webRequestFields finishes the header list of a gRPC-Web or Connect call
+// for its server: a gRPC request. A text body is decoded on the way and a
+// Connect unary message gets gRPC's prefix, so their length changes.
 func (s *fcall) webRequestFields(out []hpack.HeaderField, acceptText, sawTE, sawEncoding bool) []hpack.HeaderField {
-	s.webText = s.web == grpcweb.Text || acceptText
-	if s.web == grpcweb.Text {
-		kept := out[:0]
-		for _, f := range out {
-			if f.Name != "content-length" {
-				kept = append(kept, f)
-			}
+	s.webText = s.web == grpcweb.Text || acceptText && s.web == grpcweb.Binary
+	kept := out[:0]
+	compressed := false
+	for _, f := range out {
+		if f.Name == "grpc-timeout" {
+			s.timeout = len(kept) // the slot moves as fields are dropped
 		}
-		out = kept
+		switch {
+		case f.Name == "content-length" && (s.web == grpcweb.Text || s.web == grpcweb.ConnectUnary):
+			continue
+		case !s.web.Connect():
+			// gRPC-Web's other fields pass as they are.
+		case f.Name == "connect-protocol-version":
+			continue
+		case f.Name == "connect-timeout-ms":
+			ms, err := strconv.ParseInt(f.Value, 10, 64)
+			if err != nil || ms <= 0 || len(f.Value) > 10 {
+				s.refusal, s.refusalCode = "invalid connect-timeout-ms "+strconv.Quote(f.Value), codeInvalidArgument
+				continue
+			}
+			d := time.Duration(ms) * time.Millisecond
+			s.deadline, s.timeout = s.start.Add(d), len(kept)
+			f = hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(d)}
+		case f.Name == "connect-content-encoding" || s.web == grpcweb.ConnectUnary && f.Name == "content-encoding":
+			compressed = f.Value != "identity"
+			f.Name = "grpc-encoding"
+		case f.Name == "connect-accept-encoding":
+			f.Name, sawEncoding = "grpc-accept-encoding", true
+		case f.Name == "accept-encoding" && s.web == grpcweb.ConnectUnary:
+			continue // the answer's message is passed as the server compressed it, or not
+		}
+		kept = append(kept, f)
+	}
+	out = kept
+	if s.web == grpcweb.ConnectUnary && s.refusal == "" {
+		s.prefixUnaryLocked(compressed)
 	}
 	if !sawTE {
 		out = append(out, hpack.HeaderField{Name: "te", Value: "trailers"})
@@ -37,16 +90,36 @@ func (s *fcall) webRequestFields(out []hpack.HeaderField, acceptText, sawTE, saw
 	return out
 }
 
+// prefixUnaryLocked starts a Connect unary request's body with gRPC's
+// message prefix, which needs the message's length.
+func (s *fcall) prefixUnaryLocked(compressed bool) {
+	length := s.reqLength
+	if s.reqEnd {
+		length = max(length, 0) // no body: an empty message
+	}
+	if length < 0 || length > 1<<31 {
+		s.refusal, s.refusalCode = "a Connect unary request needs a content-length", codeInvalidArgument
+		return
+	}
+	s.reqBox = getBuf()
+	s.reqBuf = append(*s.reqBox, 0, 0, 0, 0, 0)
+	if compressed {
+		s.reqBuf[0] = 1
+	}
+	binary.BigEndian.PutUint32(s.reqBuf[1:], uint32(length))
+	s.reqPrefix = 5
+}
+
 // webResponseHeaders forwards a server's response headers or trailers to a
-// gRPC-Web client: the content type says gRPC-Web, CORS lets the page read
-// them, and trailers go at the end of the body.
+// web client: the content type says gRPC-Web or Connect, CORS lets the page
+// read them, and trailers become the end of the body (or, for a Connect
+// unary call, wait with the rest of the answer for the status).
 func (s *fcall) webResponseHeaders(fields []hpack.HeaderField, status int, end bool) error {
 	if s.respStarted {
 		s.code = grpcStatusOf(fields)
 		s.respEnd = true
 		s.noteBackendEndLocked()
-		s.appendStatusLocked(fields)
-		s.sendResponseLocked()
+		s.finishLocked(fields)
 		return nil
 	}
 	if status != 200 {
@@ -55,19 +128,21 @@ func (s *fcall) webResponseHeaders(fields []hpack.HeaderField, status int, end b
 	}
 	s.startResponseLocked()
 	s.respLength = -1 // the body changes length on the way
-	out := fields[:0]
-	for _, f := range fields {
-		switch f.Name {
-		case "content-length":
-			continue
-		case "content-type":
-			f.Value = grpcweb.ResponseType(s.webText, f.Value)
+	s.code = grpcStatusOf(fields)
+	if s.web == grpcweb.ConnectUnary {
+		s.collecting = true
+		if end {
+			// Trailers-only: the headers are the status and its metadata.
+			s.respEnd = true
+			s.noteBackendEndLocked()
+			s.finishLocked(fields)
+			return nil
 		}
-		out = append(out, f)
+		s.held = append([]hpack.HeaderField(nil), fields...)
+		return nil
 	}
-	out = s.rt.Web.AppendResponse(out, s.origin)
-	s.code = grpcStatusOf(out)
-	if end {
+	out := s.webHeaders(fields, end && s.web == grpcweb.ConnectStream)
+	if end && s.web != grpcweb.ConnectStream {
 		// Trailers-only stays so: the status in the headers, no body.
 		s.respEnd = true
 		s.noteBackendEndLocked()
@@ -76,28 +151,176 @@ func (s *fcall) webResponseHeaders(fields []hpack.HeaderField, status int, end b
 		return nil
 	}
 	s.fc.headers(s.fl, s.cid, out, false)
+	if end {
+		// A Connect stream carries its status in the body, always.
+		s.respEnd = true
+		s.noteBackendEndLocked()
+		s.finishLocked(fields)
+	}
 	return nil
 }
 
-// appendStatusLocked adds the frame with the trailers to the response
+// webHeaders are the response headers a web client gets for the server's:
+// its content type, the encoding names of its protocol, CORS. Without
+// status, the gRPC status fields are left out: they go in the body.
+func (s *fcall) webHeaders(fields []hpack.HeaderField, withoutStatus bool) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, len(fields)+3)
+	for _, f := range fields {
+		switch f.Name {
+		case "content-length":
+			continue
+		case "grpc-status", "grpc-message", "grpc-status-details-bin":
+			if withoutStatus {
+				continue
+			}
+		case "content-type":
+			if s.web == grpcweb.ConnectStream {
+				f.Value = "application/connect+proto"
+			} else {
+				f.Value = grpcweb.ResponseType(s.webText, f.Value)
+			}
+		case "grpc-encoding":
+			if s.web == grpcweb.ConnectStream {
+				f.Name = "connect-content-encoding"
+			}
+		case "grpc-accept-encoding":
+			if s.web == grpcweb.ConnectStream {
+				f.Name = "connect-accept-encoding"
+			}
+		}
+		out = append(out, f)
+	}
+	return s.rt.Web.AppendResponse(out, s.origin)
+}
+
+// collectLocked gathers a Connect unary call's answer, returning the
+// server's window as it comes: nothing goes out before the status.
+func (s *fcall) collectLocked(data []byte, end bool, pad uint32) error {
+	if s.respEnd {
+		return http2.StreamError{StreamID: s.bid, Code: http2.ErrCodeStreamClosed}
+	}
+	s.respCredit += pad
+	if len(s.respBuf)+len(data) > maxConnectUnary {
+		s.failLocked(codeResourceExhausted, fmt.Sprintf("the answer of server %s is over %d MiB, more than a Connect unary call through albctl carries", s.u.Addr, maxConnectUnary>>20))
+		return nil
+	}
+	if s.respBuf == nil {
+		s.respBox = getBuf()
+		s.respBuf = *s.respBox
+	}
+	s.respBuf = append(s.respBuf, data...)
+	s.respCredit += uint32(len(data))
+	if end {
+		s.respEnd = true
+		s.noteBackendEndLocked()
+		s.finishLocked(nil)
+		return nil
+	}
+	if s.respCredit >= streamCreditThreshold {
+		s.bc.windowUpdate(s.fl, s.bid, s.respCredit)
+		s.respCredit = 0
+	}
+	return nil
+}
+
+// finishLocked ends a web call's answer with its status: the server's
+// trailers, or the proxy's own status fields.
+func (s *fcall) finishLocked(status []hpack.HeaderField) {
+	switch s.web {
+	case grpcweb.ConnectUnary:
+		s.answerUnaryLocked(status)
+		return
+	case grpcweb.ConnectStream:
+		s.appendBodyLocked(grpcweb.AppendConnectEnd(nil, status))
+	default:
+		s.appendBodyLocked(grpcweb.AppendTrailers(make([]byte, 0, 64), status))
+	}
+	s.sendResponseLocked()
+}
+
+// appendBodyLocked adds the frame that ends the body to the response
 // waiting for the client.
-func (s *fcall) appendStatusLocked(fields []hpack.HeaderField) {
+func (s *fcall) appendBodyLocked(frame []byte) {
 	if s.respBuf == nil {
 		s.respBox = getBuf()
 		s.respBuf = *s.respBox
 	}
 	if s.webText {
-		s.respBuf = grpcweb.AppendText(s.respBuf, grpcweb.AppendTrailers(make([]byte, 0, 64), fields))
+		s.respBuf = grpcweb.AppendText(s.respBuf, frame)
 	} else {
-		s.respBuf = grpcweb.AppendTrailers(s.respBuf, fields)
+		s.respBuf = append(s.respBuf, frame...)
 	}
 }
 
-// webFailLocked answers a gRPC-Web call with a status the proxy makes: in
-// the headers if none were sent, otherwise in a status frame after the
-// last whole message.
+// answerUnaryLocked sends a Connect unary call's whole answer: on success
+// the message alone, otherwise the HTTP status of the code and the error in
+// JSON; trailers as trailer- headers either way.
+func (s *fcall) answerUnaryLocked(status []hpack.HeaderField) {
+	s.collecting = false
+	code := grpcStatusOf(status)
+	var body []byte
+	contentEncoding := ""
+	if code == codeOK {
+		flag, n := byte(0), uint32(0)
+		if len(s.respBuf) >= 5 {
+			flag, n = s.respBuf[0], binary.BigEndian.Uint32(s.respBuf[1:5])
+		}
+		if len(s.respBuf) < 5 || uint32(len(s.respBuf)-5) != n {
+			code = codeInternal
+			status = []hpack.HeaderField{{Name: "grpc-status", Value: statusStrings[codeInternal]},
+				{Name: "grpc-message", Value: fmt.Sprintf("server %s answered a unary call with other than one message", s.u.Addr)}}
+		} else {
+			body = s.respBuf[5:]
+			if flag&1 != 0 {
+				contentEncoding = "gzip"
+			}
+		}
+	}
+	s.code = code
+	out := []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(grpcweb.ConnectHTTPStatus(code))}}
+	if code == codeOK {
+		out = append(out, hpack.HeaderField{Name: "content-type", Value: "application/proto"})
+	} else {
+		out = append(out, hpack.HeaderField{Name: "content-type", Value: "application/json"})
+		body = grpcweb.ConnectError(status)
+	}
+	for _, f := range s.held {
+		if f.Name == "grpc-encoding" {
+			contentEncoding = f.Value
+		} else if grpcweb.IsMetadata(f.Name) {
+			out = append(out, f)
+		}
+	}
+	if contentEncoding != "" && contentEncoding != "identity" && code == codeOK {
+		out = append(out, hpack.HeaderField{Name: "content-encoding", Value: contentEncoding})
+	}
+	for _, f := range status {
+		if grpcweb.IsMetadata(f.Name) {
+			out = append(out, hpack.HeaderField{Name: "trailer-" + f.Name, Value: f.Value})
+		}
+	}
+	out = s.rt.Web.AppendResponse(out, s.origin)
+	if len(body) == 0 {
+		s.respBuf = s.respBuf[:0]
+		s.fc.headers(s.fl, s.cid, out, true)
+		s.completeLocked()
+		return
+	}
+	s.fc.headers(s.fl, s.cid, out, false)
+	if s.respBuf == nil {
+		s.respBox = getBuf()
+		s.respBuf = *s.respBox
+	}
+	s.respBuf = append(s.respBuf[:0], body...) // body may be respBuf's own tail: append copies forward
+	s.respEnd = true
+	s.sendResponseLocked()
+}
+
+// webFailLocked answers a web call with a status the proxy makes: in the
+// headers if none were sent (or, for Connect, as its protocol says),
+// otherwise after the last whole message.
 func (s *fcall) webFailLocked(code int, msg string) {
-	if s.respStarted && s.respEnd {
+	if s.respStarted && s.respEnd && !s.collecting {
 		// The server's answer is complete and waits for the client.
 		s.detachLocked()
 		return
@@ -107,15 +330,26 @@ func (s *fcall) webFailLocked(code int, msg string) {
 		{Name: "grpc-status", Value: statusStrings[code]},
 		{Name: "grpc-message", Value: encodeGRPCMessage(msg)},
 	}
-	if !s.respStarted {
+	switch {
+	case s.web == grpcweb.ConnectUnary:
+		s.respEnd = true
+		s.detachLocked()
+		s.respBuf = s.respBuf[:0]
+		s.held = nil
+		s.answerUnaryLocked(status)
+		return
+	case !s.respStarted && s.web == grpcweb.ConnectStream:
+		fields := []hpack.HeaderField{hfStatus200, {Name: "content-type", Value: "application/connect+proto"}}
+		s.respStarted = true
+		s.fc.headers(s.fl, s.cid, s.rt.Web.AppendResponse(fields, s.origin), false)
+	case !s.respStarted:
 		fields := []hpack.HeaderField{hfStatus200, {Name: "content-type", Value: grpcweb.ResponseType(s.webText, "application/grpc")}}
 		fields = s.rt.Web.AppendResponse(append(fields, status...), s.origin)
 		s.respBuf = s.respBuf[:0]
 		s.fc.headers(s.fl, s.cid, fields, true)
 		s.completeLocked()
 		return
-	}
-	if !s.respFrames.Between() {
+	case !s.respFrames.Between():
 		// Cut inside a message: nothing can follow it.
 		s.fc.rst(s.fl, s.cid, http2.ErrCodeInternal)
 		s.abortLocked()
@@ -123,8 +357,7 @@ func (s *fcall) webFailLocked(code int, msg string) {
 	}
 	s.respEnd = true
 	s.detachLocked()
-	s.appendStatusLocked(status)
-	s.sendResponseLocked()
+	s.finishLocked(status)
 }
 
 // preflight answers a CORS preflight for a listener that takes gRPC-Web.

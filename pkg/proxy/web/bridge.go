@@ -169,10 +169,10 @@ func (bc *bridgeConn) closeLocked() {
 // hopByHop are the HTTP/1.1 fields that HTTP/2 forbids.
 var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te"}
 
-const http1Refusal = "This listener takes gRPC over HTTP/2 only; over HTTP/1.1 it takes gRPC-Web calls (application/grpc-web, application/grpc-web-text) and their CORS preflights.\n"
+const http1Refusal = "This listener takes gRPC over HTTP/2 only; over HTTP/1.1 it takes gRPC-Web and Connect calls (application/grpc-web, application/grpc-web-text, application/proto, application/connect+proto) and their CORS preflights.\n"
 
 func (b *Bridge) handle(w http.ResponseWriter, r *http.Request) {
-	if mode, _ := grpcweb.Parse(r.Header.Get("Content-Type")); mode == grpcweb.Native && r.Method != http.MethodOptions {
+	if !grpcweb.IsWeb(r.Header.Get("Content-Type")) && r.Method != http.MethodOptions {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusHTTPVersionNotSupported)
 		_, _ = io.WriteString(w, http1Refusal)
