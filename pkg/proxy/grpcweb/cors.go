@@ -52,7 +52,7 @@ func (c *Config) Allows(origin string) bool {
 			return true
 		}
 		scheme, host, ok := strings.Cut(o, "://*.")
-		if ok && len(origin) > len(scheme)+3+len(host) &&
+		if ok && len(origin) > len(scheme)+len("://.")+len(host) &&
 			strings.EqualFold(origin[:len(scheme)+3], scheme+"://") &&
 			strings.HasSuffix(strings.ToLower(origin), "."+strings.ToLower(host)) {
 			return true
@@ -110,12 +110,17 @@ func (c *Config) appendOrigin(fields []hpack.HeaderField, origin string) []hpack
 
 // AppendResponse adds to a response's fields what lets the page of origin
 // read it: the allowed origin, and every header of the response exposed
-// with the gRPC status fields and the configured ones. Nothing is added
+// with the gRPC status fields and the configured ones. The server's own
+// access-control-* fields are dropped: the listener answers for CORS, and
+// a browser refuses a response with two allowed origins. Nothing changes
 // for a request without an origin.
 func (c *Config) AppendResponse(fields []hpack.HeaderField, origin string) []hpack.HeaderField {
 	if origin == "" {
 		return fields
 	}
+	fields = slices.DeleteFunc(fields, func(f hpack.HeaderField) bool {
+		return strings.HasPrefix(f.Name, "access-control-")
+	})
 	expose := make([]byte, 0, 128)
 	add := func(name string) {
 		if len(expose) > 0 {

@@ -98,9 +98,10 @@ func WantsText(accept string) bool {
 // ResponseType is the content type that tells the client how the response
 // is carried, for the server's gRPC content type.
 func ResponseType(text bool, serverType string) string {
+	ct, _, _ := strings.Cut(serverType, ";")
 	sub := ""
-	if i := strings.IndexByte(serverType, '+'); i >= 0 {
-		sub = serverType[i:]
+	if i := strings.IndexByte(ct, '+'); i >= 0 {
+		sub = strings.TrimSpace(ct[i:])
 	}
 	if text {
 		return "application/grpc-web-text" + sub
@@ -143,7 +144,9 @@ var ErrText = errors.New("the grpc-web-text body is not valid base64")
 
 // TextDecoder decodes a grpc-web-text request body as it arrives, in
 // pieces cut anywhere. Clients encode each piece they send on its own, so
-// padding may end any group of four characters, not only the last.
+// padding may end any group of four characters, not only the last. Line
+// breaks are refused: base64.StdEncoding would skip them, which shifts the
+// groups of four, so a body would decode differently as it is cut.
 type TextDecoder struct {
 	quad [4]byte
 	n    int
@@ -152,6 +155,9 @@ type TextDecoder struct {
 // Append decodes src, appending the bytes to dst. Characters of an
 // incomplete group wait for the next call.
 func (d *TextDecoder) Append(dst, src []byte) ([]byte, error) {
+	if bytes.ContainsAny(src, "\r\n") {
+		return dst, ErrText
+	}
 	for len(src) > 0 {
 		if d.n > 0 || len(src) < 4 {
 			c := copy(d.quad[d.n:], src)

@@ -3,7 +3,9 @@ package h2
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/proxy/grpcweb"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/proxy/route"
 )
@@ -43,7 +46,12 @@ import (
 //     payload's length, taken from the input, or from 0xF0 on a payload of
 //     (arg-0xEF)*2 KiB filled with the flags byte;
 //   - otherwise (kind-0x80)%fuzzOps is one of the fuzzOp* operations, which
-//     build what a gRPC client would send, with mistakes arg asks for.
+//     build what a gRPC or gRPC-Web client would send, with mistakes arg
+//     asks for.
+//
+// The fuzzed routes take gRPC-Web. A response to a gRPC-Web call must say
+// so in its content type and end with the status in its body, never in
+// HTTP trailers; a preflight gets 204 or 403.
 //
 // The stream byte is the stream ID below 0xF0, an ID at the top of the ID
 // space from there, and an ID with the reserved bit set at 0xFF.
@@ -71,7 +79,8 @@ const (
 	fuzzOpSync     = 3 // wait for the proxy to have read everything so far, then arg%4 times 2 ms
 	fuzzOpRepeat   = 4 // repeat the last records with higher stream IDs
 	fuzzOpPause    = 5 // stop reading for arg%32 ms
-	fuzzOps        = 6
+	fuzzOpWeb      = 6 // gRPC-Web request headers or a preflight: flags as fuzzOpHeaders', arg below
+	fuzzOps        = 7
 
 	fuzzMaxFrames = 2500
 	fuzzMaxBytes  = 1 << 20
@@ -112,16 +121,31 @@ const (
 	fwQuery    = 1 << 7
 )
 
+// The arg of fuzzOpWeb.
+const (
+	fbPath       = 3 << 0 // as fvPath
+	fbType       = 3 << 2 // grpc-web, grpc-web+proto, grpc-web-text, grpc-web-text+proto; for a preflight, what it asks
+	fbAcceptText = 1 << 4
+	fbOrigin     = 3 << 5 // none, allowed, allowed by a wildcard, refused
+	fbPreflight  = 1 << 7 // OPTIONS
+)
+
 // The flags of the other operations.
 const (
 	fdEndStream = 1 << 0 // fuzzOpData
 	fdPadded    = 1 << 1
+	fdText      = 3 << 2 // binary, base64 per DATA frame, base64 of the whole cut anywhere, base64 with line breaks
 	ftEndStream = 1 << 0 // fuzzOpTrailers
 	frMany      = 1 << 2 // fuzzOpRepeat: repeat (arg+1)*8 times, not arg+1
 )
 
 // fuzzPingBytes starts the payload of the client's PINGs for fuzzOpSync.
 const fuzzPingBytes = "fz"
+
+var fuzzWeb = &grpcweb.Config{Origins: []string{"https://app.fuzz.test", "https://*.pages.fuzz.test"}, AllowHeaders: []string{"x-fuzz"}, MaxAge: time.Minute}
+
+// fuzzOrigins are what fbOrigin picks.
+var fuzzOrigins = [4]string{"", "https://app.fuzz.test", "https://a.pages.fuzz.test", "https://evil.test"}
 
 type fuzzHarness struct {
 	srv      *Server
@@ -177,6 +201,7 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	for i := range h.routes {
 		rt := *h.normal
 		rt.Rules = rules
+		rt.Web = fuzzWeb
 		rt.RequestTimeout = [4]time.Duration{0, time.Millisecond, 5 * time.Millisecond, 100 * time.Millisecond}[i&3]
 		if i&4 != 0 {
 			rt.IdleTimeout = 2 * time.Millisecond
@@ -273,7 +298,7 @@ func (h *fuzzHarness) run(t *testing.T, in []byte) {
 	}
 	c.Close()
 	if err := cc.failure(); err != nil {
-		t.Fatalf("the proxy sent an invalid frame: %v", err)
+		t.Fatalf("the proxy sent an invalid frame or gRPC-Web response: %v", err)
 	}
 	h.current.Store(h.normal)
 	h.checkGone(t)
@@ -427,8 +452,9 @@ type fuzzClient struct {
 	pings      uint64
 	slept      time.Duration
 	paused     time.Duration
-	stop       time.Time // when play stops writing
-	dead       bool      // a write failed
+	stop       time.Time       // when play stops writing
+	dead       bool            // a write failed
+	used       map[uint32]bool // stream IDs of the frames written, without the reserved bit
 
 	wmu   sync.Mutex
 	acks  chan uint64
@@ -436,11 +462,23 @@ type fuzzClient struct {
 	done  chan struct{}
 	last  atomic.Int64 // when the last frame arrived, in Unix ns
 	mu    sync.Mutex
-	bad   error // an invalid frame from the proxy
+	bad   error                 // an invalid frame from the proxy
+	web   map[uint32]*webStream // the streams gRPC-Web requests opened
+}
+
+// webStream is what the client saw of the response to a gRPC-Web call or
+// a preflight.
+type webStream struct {
+	preflight bool
+	headers   bool
+	text      bool // the response is in base64
+	data      bool
+	body      []byte // nil once too long to keep
 }
 
 func newFuzzClient(c *net.TCPConn, autoWindow bool) *fuzzClient {
-	cc := &fuzzClient{c: c, autoWindow: autoWindow, acks: make(chan uint64, 16), pause: make(chan time.Duration, 1), done: make(chan struct{})}
+	cc := &fuzzClient{c: c, autoWindow: autoWindow, acks: make(chan uint64, 16), pause: make(chan time.Duration, 1), done: make(chan struct{}),
+		used: make(map[uint32]bool), web: make(map[uint32]*webStream)}
 	cc.enc = hpack.NewEncoder(&cc.hbuf)
 	cc.last.Store(time.Now().UnixNano())
 	return cc
@@ -493,7 +531,10 @@ func (cc *fuzzClient) readLoop() {
 				default:
 				}
 			}
+		case *http2.MetaHeadersFrame:
+			cc.webHeaders(f)
 		case *http2.DataFrame:
+			cc.webData(f)
 			if n := f.Length; cc.autoWindow && n > 0 {
 				var b []byte
 				b = appendWindowUpdate(b, 0, n)
@@ -504,6 +545,99 @@ func (cc *fuzzClient) readLoop() {
 			}
 		}
 	}
+}
+
+// webHeaders checks the response headers of a gRPC-Web call or a
+// preflight.
+func (cc *fuzzClient) webHeaders(f *http2.MetaHeadersFrame) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	ws := cc.web[f.StreamID]
+	if ws == nil || cc.bad != nil {
+		return
+	}
+	status, ct := f.PseudoValue("status"), ""
+	var sawStatus bool
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "content-type":
+			ct = hf.Value
+		case "grpc-status":
+			sawStatus = true
+		}
+	}
+	switch {
+	case ws.headers:
+		cc.bad = fmt.Errorf("stream %d: HTTP trailers on a gRPC-Web response", f.StreamID)
+	case ws.preflight:
+		if status != "204" && status != "403" {
+			cc.bad = fmt.Errorf("stream %d: a preflight answered with status %s", f.StreamID, status)
+		}
+	case status != "200" || !strings.HasPrefix(ct, "application/grpc-web"):
+		cc.bad = fmt.Errorf("stream %d: a gRPC-Web call answered with status %s, content-type %q", f.StreamID, status, ct)
+	case f.StreamEnded() && !sawStatus:
+		cc.bad = fmt.Errorf("stream %d: a trailers-only gRPC-Web response without grpc-status", f.StreamID)
+	}
+	ws.headers, ws.text = true, strings.HasPrefix(ct, "application/grpc-web-text")
+	if !f.StreamEnded() {
+		ws.body = []byte{}
+	}
+}
+
+// webData follows the body of a gRPC-Web response: it must end with the
+// frame that holds the status.
+func (cc *fuzzClient) webData(f *http2.DataFrame) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	ws := cc.web[f.StreamID]
+	if ws == nil || cc.bad != nil {
+		return
+	}
+	ws.data = true
+	switch {
+	case !ws.headers:
+		cc.bad = fmt.Errorf("stream %d: DATA before the response headers", f.StreamID)
+		return
+	case ws.preflight || ws.body == nil:
+		return
+	case len(ws.body)+len(f.Data()) > 4<<20:
+		ws.body = nil
+		return
+	}
+	ws.body = append(ws.body, f.Data()...)
+	if f.StreamEnded() {
+		if err := checkWebBody(ws.body, ws.text); err != nil {
+			cc.bad = fmt.Errorf("stream %d: %v", f.StreamID, err)
+		}
+	}
+}
+
+func checkWebBody(body []byte, text bool) error {
+	if text {
+		var d grpcweb.TextDecoder
+		var err error
+		if body, err = d.Append(nil, body); err == nil {
+			err = d.Close()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for len(body) >= 5 {
+		n := uint64(body[1])<<24 | uint64(body[2])<<16 | uint64(body[3])<<8 | uint64(body[4])
+		if uint64(len(body)-5) < n {
+			break
+		}
+		last := body[0]&0x80 != 0
+		body = body[5+n:]
+		if last && len(body) > 0 {
+			return errors.New("a gRPC-Web body goes on after its status frame")
+		}
+		if last {
+			return nil
+		}
+	}
+	return fmt.Errorf("a gRPC-Web body ends without a status frame, %d bytes cut", len(body))
 }
 
 func (cc *fuzzClient) flush() {
@@ -630,6 +764,8 @@ func (cc *fuzzClient) emit(r fuzzRecord) {
 				time.Sleep(d)
 				cc.slept += d
 			}
+		case fuzzOpWeb:
+			cc.webRequest(r.flags, r.sid, r.arg)
 		case fuzzOpPause:
 			if d := time.Duration(r.arg%32) * time.Millisecond; cc.paused < fuzzMaxPause {
 				cc.flush()
@@ -651,6 +787,7 @@ func (cc *fuzzClient) frame(t http2.FrameType, flags http2.Flags, sid uint32, pa
 		return
 	}
 	cc.frames++
+	cc.used[sid&(1<<31-1)] = true
 	cc.buf = appendFrame(cc.buf, t, flags, sid, payload)
 }
 
@@ -721,6 +858,45 @@ func (cc *fuzzClient) requestHeaders(flags byte, sid uint32, v, v2 byte) {
 	if v&fvLatePseudo != 0 {
 		add(":authority", "localhost")
 	}
+	cc.headerFrames(flags, sid, fields)
+}
+
+// webRequest writes a gRPC-Web call's request headers, or a preflight's.
+func (cc *fuzzClient) webRequest(flags byte, sid uint32, v byte) {
+	fields := []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"},
+		{Name: ":path", Value: fuzzPaths[v&fbPath]}, {Name: ":authority", Value: "localhost"}}
+	add := func(name, value string) { fields = append(fields, hpack.HeaderField{Name: name, Value: value}) }
+	if v&fbPreflight != 0 {
+		fields[0].Value = "OPTIONS"
+		ask := [4][2]string{{"POST", "content-type,x-grpc-web"}, {"POST", "x-fuzz, authorization"}, {"PUT", ""}, {"", ""}}[v&fbType>>2]
+		if ask[0] != "" {
+			add("access-control-request-method", ask[0])
+		}
+		if ask[1] != "" {
+			add("access-control-request-headers", ask[1])
+		}
+	} else {
+		add("content-type", [4]string{"application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text", "application/grpc-web-text+proto"}[v&fbType>>2])
+		add("x-grpc-web", "1")
+		if v&fbAcceptText != 0 {
+			add("accept", "application/grpc-web-text")
+		}
+	}
+	if o := fuzzOrigins[v&fbOrigin>>5]; o != "" {
+		add("origin", o)
+	}
+	// Only a stream this request opens answers as gRPC-Web.
+	if id := sid & (1<<31 - 1); !cc.used[id] {
+		cc.mu.Lock()
+		cc.web[id] = &webStream{preflight: v&fbPreflight != 0}
+		cc.mu.Unlock()
+	}
+	cc.headerFrames(flags, sid, fields)
+}
+
+// headerFrames writes fields as a HEADERS frame and any CONTINUATION
+// frames, as flags (the fh* bits) ask.
+func (cc *fuzzClient) headerFrames(flags byte, sid uint32, fields []hpack.HeaderField) {
 	cc.hbuf.Reset()
 	for _, f := range fields {
 		_ = cc.enc.WriteField(f)
@@ -812,9 +988,21 @@ func (cc *fuzzClient) message(flags byte, sid uint32, arg byte) {
 		}
 		data = append([]byte{compressed, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}, msg...)
 	}
+	text := flags & fdText >> 2
+	switch text {
+	case 2:
+		data = base64.StdEncoding.AppendEncode(nil, data)
+	case 3:
+		enc := base64.StdEncoding.AppendEncode(nil, data)
+		half := len(enc) / 2
+		data = append(append(enc[:half:half], '\n'), enc[half:]...)
+	}
 	chunk := 16384
 	if flags&fdPadded != 0 {
 		chunk -= 8
+	}
+	if text == 1 {
+		chunk = chunk / 4 * 3
 	}
 	if arg>>4&3 == 3 {
 		chunk = min(chunk, max(1, len(data)/2))
@@ -822,6 +1010,9 @@ func (cc *fuzzClient) message(flags byte, sid uint32, arg byte) {
 	for first := true; first || len(data) > 0; first = false {
 		part := data[:min(chunk, len(data))]
 		data = data[len(part):]
+		if text == 1 {
+			part = base64.StdEncoding.AppendEncode(nil, part)
+		}
 		fl := http2.Flags(0)
 		if len(data) == 0 && flags&fdEndStream != 0 {
 			fl |= http2.FlagDataEndStream
@@ -848,10 +1039,13 @@ func fuzzSeeds() []fuzzSeed {
 	}
 	headers := func(flags, sid, v, v2 byte) []byte { return []byte{op(fuzzOpHeaders), flags, sid, v, v2} }
 	data := func(flags, sid, arg byte) []byte { return []byte{op(fuzzOpData), flags, sid, arg} }
+	web := func(flags, sid, v byte) []byte { return []byte{op(fuzzOpWeb), flags, sid, v} }
 	seq := func(mode byte, recs ...[]byte) []byte { return append([]byte{mode}, bytes.Join(recs, nil)...) }
 	u32 := func(n uint32) []byte { return []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)} }
 	setting := func(id http2.SettingID, v uint32) []byte { return append([]byte{byte(id >> 8), byte(id)}, u32(v)...) }
 	const unary, small = 0, 1 | 1<<2 // UnaryCall; response of 10 bytes, request body of 100
+	const allowed, wildcard, refused = 1 << 5, 2 << 5, 3 << 5
+	const proto, text, textProto = 1 << 2, 2 << 2, 3 << 2
 	return []fuzzSeed{
 		{"unary-call", seq(fuzzModeAutoWindow, headers(0, 1, unary, 0), data(fdEndStream, 1, small))},
 		{"continuation", seq(fuzzModeAutoWindow,
@@ -889,6 +1083,14 @@ func fuzzSeeds() []fuzzSeed {
 		{"malformed-requests", seq(fuzzModeAbrupt, headers(fhEndStream, 1, fvNoScheme, 0), headers(fhEndStream, 3, fvTEGzip|fvConnection, 0),
 			headers(0, 5, fvLength, fwUpper), data(fdEndStream, 5, small), headers(fhEndStream, 7, fvLatePseudo, fwBadValue),
 			headers(0, 9, fvTimeout|3, fwXFF|fwQuery), data(fdEndStream, 9, 1<<4))},
+		{"web-unary", seq(fuzzModeAutoWindow, web(0, 1, unary|allowed), data(fdEndStream, 1, small),
+			web(0, 3, unary|proto|fbAcceptText|wildcard), data(fdEndStream, 3, small))},
+		{"web-text", seq(fuzzModeAutoWindow, web(0, 1, unary|text|allowed), data(fdEndStream|1<<2, 1, small),
+			web(0, 3, unary|textProto), data(fdEndStream|2<<2, 3, 2|2<<2), web(0, 5, unary|text|allowed), data(fdEndStream|3<<2, 5, small))},
+		{"web-stream-fixed-refused", seq(fuzzModeAutoWindow, web(0, 1, 2|allowed), data(0, 1, 1<<6|1), data(fdEndStream, 1, 1<<6|2),
+			web(fhEndStream, 3, 1|allowed), web(0, 5, unary|refused), data(fdEndStream, 5, small))},
+		{"web-preflight", seq(0, web(fhEndStream, 1, fbPreflight|allowed), web(0, 3, fbPreflight|proto|allowed),
+			web(fhEndStream, 5, fbPreflight|refused), web(fhEndStream, 7, fbPreflight|text|wildcard), web(fhEndStream, 9, fbPreflight|textProto))},
 		{"raw-bytes", append([]byte{fuzzModeRaw}, appendFrame(appendFrame(nil, http2.FramePing, 0, 0, []byte("12345678")),
 			http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0x82, 0x87, 0x84, 0xff})...)},
 	}
