@@ -20,13 +20,13 @@ type webFlags struct {
 
 func (wf *webFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.StringVar(&wf.protocols, "web-protocols", "", "let browsers call the gRPC servers: "+state.WebProtocolGRPCWeb+" (binary and text), or none to turn it off; HTTPS listeners of gRPC groups only")
+	fs.StringVar(&wf.protocols, "web-protocols", "", "let browsers call the gRPC servers: "+state.WebProtocolGRPCWeb+" (binary and text), "+state.WebProtocolConnect+" (Connect's protocol, binary) or both, comma-separated; none turns it off; HTTPS listeners of gRPC groups only")
 	fs.StringArrayVar(&wf.origins, "cors-allow-origin", nil, "a page allowed to call, as its origin: https://app.example.com, https://*.example.com or * (repeatable; replaces the list)")
 	fs.StringArrayVar(&wf.allowHeaders, "cors-allow-header", nil, "a request header pages may send beyond gRPC-Web's own, such as authorization (repeatable; replaces the list)")
 	fs.StringArrayVar(&wf.expose, "cors-expose-header", nil, "a response header pages may read; the gRPC status headers and those of each response are exposed anyway (repeatable; replaces the list)")
 	fs.Var(durationValue{&wf.maxAge}, "cors-max-age", "how long browsers may keep a preflight's answer, up to 24h (Chromium keeps it at most 2h); 0 leaves it to the browser")
 	fs.BoolVar(&wf.credentials, "cors-allow-credentials", false, "let pages send cookies and HTTP authentication (not with --cors-allow-origin '*')")
-	_ = cmd.RegisterFlagCompletionFunc("web-protocols", fixedCompletion(append([]string{"none"}, state.WebProtocols...)...))
+	_ = cmd.RegisterFlagCompletionFunc("web-protocols", fixedCompletion(state.WebProtocolGRPCWeb, state.WebProtocolConnect, state.WebProtocolGRPCWeb+","+state.WebProtocolConnect, "none"))
 }
 
 var corsFlags = []string{"cors-allow-origin", "cors-allow-header", "cors-expose-header", "cors-max-age", "cors-allow-credentials"}

@@ -21,8 +21,8 @@ func TestListenerWebSettings(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--web-protocols", "grpcweb"}, `invalid value "grpcweb" for --web-protocols: must be grpc-web`},
-		{[]string{"--web-protocols", "connect"}, "Connect is not supported yet"},
+		{[]string{"--web-protocols", "grpcweb"}, `invalid value "grpcweb" for --web-protocols: must be grpc-web or connect, or both`},
+		{[]string{"--web-protocols", "grpc-web,grpc-web"}, `invalid value "grpc-web" for --web-protocols: listed twice`},
 		{[]string{"--cors-allow-origin", "https://app.example.test"}, "--cors-allow-origin applies to gRPC-Web calls: turn them on with --web-protocols grpc-web"},
 		{[]string{"--web-protocols", "grpc-web", "--cors-allow-origin", "https://app.example.test/page"}, `invalid value "https://app.example.test/page" for --cors-allow-origin: must be * or an origin`},
 		{[]string{"--web-protocols", "grpc-web", "--cors-allow-origin", "app.example.test"}, `for --cors-allow-origin`},
@@ -50,7 +50,7 @@ func TestListenerWebSettings(t *testing.T) {
 		}
 	}
 
-	mustRun(t, path, "listener", "update", l.ID, "--web-protocols", "grpc-web", "--cors-allow-origin", "https://App.example.test",
+	mustRun(t, path, "listener", "update", l.ID, "--web-protocols", "grpc-web,connect", "--cors-allow-origin", "https://App.example.test",
 		"--cors-allow-origin", "https://*.example.test", "--cors-allow-header", "Authorization", "--cors-max-age", "2h")
 	type cors struct {
 		AllowOrigins, AllowHeaders []string
@@ -60,13 +60,13 @@ func TestListenerWebSettings(t *testing.T) {
 		WebProtocols []string
 		CORS         *cors
 	}](t, mustRun(t, path, "listener", "get", l.ID, "-o", "json"))
-	if strings.Join(got.WebProtocols, ",") != "grpc-web" || got.CORS == nil ||
+	if strings.Join(got.WebProtocols, ",") != "grpc-web,connect" || got.CORS == nil ||
 		strings.Join(got.CORS.AllowOrigins, " ") != "https://app.example.test https://*.example.test" ||
 		strings.Join(got.CORS.AllowHeaders, " ") != "authorization" || got.CORS.MaxAge != "7200s" {
 		t.Fatalf("listener after update: %+v %+v", got, got.CORS)
 	}
 	table := mustRun(t, path, "listener", "get", l.ID)
-	for _, want := range []string{"grpc-web", "https://app.example.test, https://*.example.test", "authorization", "7200s"} {
+	for _, want := range []string{"grpc-web, connect", "https://app.example.test, https://*.example.test", "authorization", "7200s"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("listener get lacks %q:\n%s", want, table)
 		}

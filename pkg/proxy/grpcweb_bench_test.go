@@ -36,7 +36,7 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 	}
 	b.Cleanup(func() { log.Close() })
 	cfg := testConfig(b, GroupConfig{Servers: servers(100, be)})
-	cfg.Listeners[0].Web = &WebConfig{Origins: []string{pageOrigin}}
+	cfg.Listeners[0].Web = &WebConfig{GRPCWeb: true, Connect: true, Origins: []string{pageOrigin}}
 	_, addr := startProxy(b, Options{AccessLog: log}, cfg)
 
 	payload := make([]byte, 1024)

@@ -35,7 +35,7 @@ const (
 func webProxy(t *testing.T, group GroupConfig, log *obs.AccessLog) (*Proxy, string) {
 	t.Helper()
 	cfg := testConfig(t, group)
-	cfg.Listeners[0].Web = &WebConfig{Origins: []string{pageOrigin}, AllowHeaders: []string{"x-echo-initial", "x-echo-trailing-bin"}, MaxAge: time.Hour}
+	cfg.Listeners[0].Web = &WebConfig{GRPCWeb: true, Origins: []string{pageOrigin}, AllowHeaders: []string{"x-echo-initial", "x-echo-trailing-bin"}, MaxAge: time.Hour}
 	return startProxy(t, Options{AccessLog: log}, cfg)
 }
 
@@ -392,7 +392,7 @@ func TestGRPCWebProxyErrors(t *testing.T) {
 	}
 
 	cfg := testConfig(t, GroupConfig{})
-	cfg.Listeners[0].Web = &WebConfig{}
+	cfg.Listeners[0].Web = &WebConfig{GRPCWeb: true}
 	if err := p.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +404,7 @@ func TestGRPCWebProxyErrors(t *testing.T) {
 
 	cfg = testConfig(t, GroupConfig{Servers: servers(1, b)})
 	cfg.Listeners[0].Addr = addr
-	cfg.Listeners[0].Web = &WebConfig{}
+	cfg.Listeners[0].Web = &WebConfig{GRPCWeb: true}
 	cfg.Listeners[0].RequestTimeout = 100 * time.Millisecond
 	cfg.Listeners[0].Rules = []RuleConfig{{ID: "rule-1", Label: "closed",
 		Conditions: []Condition{{Type: route.CondPath, Values: []string{streamPath}}},
@@ -485,7 +485,7 @@ func TestGRPCWebFollowsChangesAndDrains(t *testing.T) {
 	for i := range 20 {
 		cfg := testConfig(t, GroupConfig{Servers: servers(1, [][]*backend{{b1}, {b2}, {b1, b2}}[i%3]...)})
 		cfg.Listeners[0].Addr = addr
-		cfg.Listeners[0].Web = &WebConfig{Origins: []string{pageOrigin, fmt.Sprintf("https://other%d.example.test", i)}}
+		cfg.Listeners[0].Web = &WebConfig{GRPCWeb: true, Origins: []string{pageOrigin, fmt.Sprintf("https://other%d.example.test", i)}}
 		if err := p.Apply(cfg); err != nil {
 			t.Fatal(err)
 		}
@@ -534,5 +534,122 @@ func TestGRPCWebFollowsChangesAndDrains(t *testing.T) {
 		if r.err != nil || r.n != 10 {
 			t.Errorf("%s: a stream during shutdown got %d of 10 messages, then %v", r.version, r.n, r.err)
 		}
+	}
+}
+
+// TestConnectEveryKind makes each kind of call with connect-go's own protocol (binary), over
+// HTTP/2 and, for those it can, HTTP/1.1: metadata both ways, errors with their codes, the
+// client's deadline, and Connect's JSON refused.
+func TestConnectEveryKind(t *testing.T) {
+	b := startBackend(t, "b1")
+	cfg := testConfig(t, GroupConfig{Servers: servers(1, b)})
+	cfg.Listeners[0].Web = &WebConfig{Connect: true, Origins: []string{pageOrigin}}
+	p, addr := startProxy(t, Options{}, cfg)
+	for version, hc := range webClients(t) {
+		t.Run(version, func(t *testing.T) {
+			base := "https://" + addr + "/grpc.testing.TestService/"
+			ctx := ctxTimeout(t, 10*time.Second)
+			unary := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, base+"UnaryCall")
+			req := connect.NewRequest(&testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+			req.Header().Set("X-Echo-Initial", "first")
+			req.Header().Set("X-Echo-Trailing-Bin", connect.EncodeBinaryHeader([]byte{0, 0xff}))
+			resp, err := unary.CallUnary(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Msg.ServerId != "b1" || string(resp.Msg.Payload.Body) != "hi" || resp.Header().Get("X-Echo-Initial") != "first" {
+				t.Errorf("unary: %v, header %v", resp.Msg, resp.Header())
+			}
+			if bin, err := connect.DecodeBinaryHeader(resp.Trailer().Get("X-Echo-Trailing-Bin")); err != nil || !bytes.Equal(bin, []byte{0, 0xff}) {
+				t.Errorf("trailer: %x, %v (trailers %v)", bin, err, resp.Trailer())
+			}
+
+			_, err = unary.CallUnary(ctx, connect.NewRequest(&testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: 5, Message: "no such thing"}}))
+			if connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), "no such thing") {
+				t.Errorf("unary error: %v", err)
+			}
+			slow := connect.NewRequest(&testpb.SimpleRequest{})
+			slow.Header().Set("X-Sleep", "2s")
+			short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			_, err = unary.CallUnary(short, slow)
+			cancel()
+			if code := connect.CodeOf(err); code != connect.CodeDeadlineExceeded && code != connect.CodeCanceled {
+				t.Errorf("past the client's deadline: %v", err)
+			}
+			jsonClient := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, base+"UnaryCall", connect.WithProtoJSON())
+			if _, err := jsonClient.CallUnary(ctx, connect.NewRequest(&testpb.SimpleRequest{})); connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "JSON needs the service's schema") {
+				t.Errorf("Connect JSON: %v", err)
+			}
+
+			server := connect.NewClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse](hc, base+"StreamingOutputCall")
+			sreq := &testpb.StreamingOutputCallRequest{}
+			for i := range 10 {
+				sreq.ResponseParameters = append(sreq.ResponseParameters, &testpb.ResponseParameters{Size: int32(100 * (i + 1))})
+			}
+			stream, err := server.CallServerStream(ctx, connect.NewRequest(sreq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for stream.Receive() {
+				if len(stream.Msg().Payload.Body) != 100*(n+1) {
+					t.Errorf("message %d: %d bytes", n, len(stream.Msg().Payload.Body))
+				}
+				n++
+			}
+			if err := stream.Err(); err != nil || n != 10 {
+				t.Errorf("server stream: %d messages, %v", n, err)
+			}
+
+			client := connect.NewClient[testpb.StreamingInputCallRequest, testpb.StreamingInputCallResponse](hc, base+"StreamingInputCall")
+			cs := client.CallClientStream(ctx)
+			for range 4 {
+				if err := cs.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 500)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if cresp, err := cs.CloseAndReceive(); err != nil || cresp.Msg.AggregatedPayloadSize != 2000 {
+				t.Errorf("client stream: %v, %v", cresp, err)
+			}
+			if version != "HTTP/2" {
+				return
+			}
+			bidi := connect.NewClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse](hc, base+"FullDuplexCall")
+			bs := bidi.CallBidiStream(ctx)
+			for i := range 3 {
+				if err := bs.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: int32(5 + i)}}}); err != nil {
+					t.Fatal(err)
+				}
+				if msg, err := bs.Receive(); err != nil || len(msg.Payload.Body) != 5+i {
+					t.Fatalf("bidi reply %d: %v, %v", i, msg, err)
+				}
+			}
+			bs.CloseRequest()
+			if _, err := bs.Receive(); !errors.Is(err, io.EOF) {
+				t.Errorf("bidi end: %v", err)
+			}
+		})
+	}
+
+	cfg = testConfig(t, GroupConfig{})
+	cfg.Listeners[0].Addr = addr
+	cfg.Listeners[0].Web = &WebConfig{Connect: true}
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	hc := webClients(t)["HTTP/2"]
+	_, err := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, "https://"+addr+unaryPath).CallUnary(ctxTimeout(t, 5*time.Second), connect.NewRequest(&testpb.SimpleRequest{}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "no healthy servers") {
+		t.Errorf("unary without servers: %v", err)
+	}
+	stream, err := connect.NewClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse](hc, "https://"+addr+streamPath).
+		CallServerStream(ctxTimeout(t, 5*time.Second), connect.NewRequest(&testpb.StreamingOutputCallRequest{}))
+	if err == nil {
+		for stream.Receive() {
+		}
+		err = stream.Err()
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "no healthy servers") {
+		t.Errorf("stream without servers: %v", err)
 	}
 }

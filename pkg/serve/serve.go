@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -336,7 +337,7 @@ func webConfig(l state.Listener) *proxy.WebConfig {
 	if len(l.WebProtocols) == 0 {
 		return nil
 	}
-	wc := &proxy.WebConfig{}
+	wc := &proxy.WebConfig{GRPCWeb: slices.Contains(l.WebProtocols, state.WebProtocolGRPCWeb), Connect: slices.Contains(l.WebProtocols, state.WebProtocolConnect)}
 	if c := l.CORS; c != nil {
 		wc.Origins, wc.AllowHeaders, wc.ExposeHeaders = c.AllowOrigins, c.AllowHeaders, c.ExposeHeaders
 		wc.MaxAge, wc.Credentials = c.MaxAge.D(), c.AllowCredentials

@@ -8,12 +8,15 @@ import (
 	"time"
 )
 
-// WebProtocolGRPCWeb is the web protocol a listener can take from browsers: gRPC-Web, binary
-// and text.
-const WebProtocolGRPCWeb = "grpc-web"
+// The web protocols a listener can take from browsers: gRPC-Web (binary and text) and
+// Connect's protocol (binary).
+const (
+	WebProtocolGRPCWeb = "grpc-web"
+	WebProtocolConnect = "connect"
+)
 
 // WebProtocols are the values of a listener's webProtocols.
-var WebProtocols = []string{WebProtocolGRPCWeb}
+var WebProtocols = []string{WebProtocolGRPCWeb, WebProtocolConnect}
 
 // Limits of a listener's CORS setting.
 const (
@@ -43,7 +46,7 @@ func (l *Listener) validateWeb(sg *ServerGroup) error {
 	}
 	for i, p := range l.WebProtocols {
 		if !slices.Contains(WebProtocols, p) {
-			return invalid("webProtocols", p, "must be %s (Connect is not supported yet)", strings.Join(WebProtocols, ", "))
+			return invalid("webProtocols", p, "must be %s, or both", strings.Join(WebProtocols, " or "))
 		}
 		if slices.Contains(l.WebProtocols[:i], p) {
 			return invalid("webProtocols", p, "listed twice")

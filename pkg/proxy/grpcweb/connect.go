@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
-	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"golang.org/x/net/http2/hpack"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 )
 

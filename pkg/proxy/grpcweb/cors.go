@@ -26,8 +26,9 @@ type Config struct {
 	MaxAge time.Duration
 	// Credentials lets pages send cookies and HTTP authentication.
 	Credentials bool
-	// Connect takes Connect's protocol (binary) too, beside gRPC-Web.
-	Connect bool
+	// GRPCWeb and Connect say which protocols the listener takes: gRPC-Web
+	// (binary and text), Connect's (binary).
+	GRPCWeb, Connect bool
 }
 
 // clientHeaders are the request headers gRPC-Web and Connect clients send

@@ -142,7 +142,7 @@ const (
 // fuzzPingBytes starts the payload of the client's PINGs for fuzzOpSync.
 const fuzzPingBytes = "fz"
 
-var fuzzWeb = &grpcweb.Config{Origins: []string{"https://app.fuzz.test", "https://*.pages.fuzz.test"}, AllowHeaders: []string{"x-fuzz"}, MaxAge: time.Minute}
+var fuzzWeb = &grpcweb.Config{GRPCWeb: true, Origins: []string{"https://app.fuzz.test", "https://*.pages.fuzz.test"}, AllowHeaders: []string{"x-fuzz"}, MaxAge: time.Minute}
 
 // fuzzOrigins are what fbOrigin picks.
 var fuzzOrigins = [4]string{"", "https://app.fuzz.test", "https://a.pages.fuzz.test", "https://evil.test"}

@@ -20,7 +20,7 @@ const maxConnectUnary = 4 << 20
 // webContentType notes a gRPC-Web or Connect call by its content type, and
 // sets the gRPC one in its place.
 func (s *fcall) webContentType(hf *hpack.HeaderField) {
-	if mode, ct := grpcweb.Parse(hf.Value); mode != grpcweb.Native {
+	if mode, ct := grpcweb.Parse(hf.Value); mode != grpcweb.Native && s.rt.Web.GRPCWeb {
 		s.web, hf.Value = mode, ct
 		return
 	}
