@@ -9,9 +9,12 @@ package etcdstore
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"time"
 
@@ -65,11 +68,16 @@ func Open(opts Options) (*Store, error) {
 	if err := checkPrefix(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
 	}
+	s := &Store{
+		key:           opts.Prefix + "/state",
+		location:      scheme + strings.Join(opts.Endpoints, ",") + opts.Prefix,
+		probeInterval: 2 * time.Second,
+	}
 	if (opts.User == "") != (opts.Password == "") {
-		return nil, errors.New("etcd store: a user name and a password go together")
+		return nil, fmt.Errorf("connect to %s: a user name and a password go together", s.location)
 	}
 	if (opts.Cert == "") != (opts.Key == "") {
-		return nil, errors.New("etcd store: a client certificate needs both its certificate file and its key file")
+		return nil, fmt.Errorf("connect to %s: a client certificate needs both its certificate file and its key file", s.location)
 	}
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
@@ -84,16 +92,11 @@ func Open(opts Options) (*Store, error) {
 		Logger: zap.NewNop(),
 	}
 	if opts.CACert != "" || opts.Cert != "" {
-		tlsConfig, err := transport.TLSInfo{CertFile: opts.Cert, KeyFile: opts.Key, TrustedCAFile: opts.CACert}.ClientConfig()
+		tlsConfig, err := tlsConfig(opts)
 		if err != nil {
-			return nil, fmt.Errorf("etcd store: TLS: %w", err)
+			return nil, fmt.Errorf("connect to %s: %w", s.location, err)
 		}
 		cfg.TLS = tlsConfig
-	}
-	s := &Store{
-		key:           opts.Prefix + "/state",
-		location:      scheme + strings.Join(opts.Endpoints, ",") + opts.Prefix,
-		probeInterval: 5 * time.Second,
 	}
 	client, err := connect(cfg, s.key)
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -108,6 +111,25 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.client = client
 	return s, nil
+}
+
+// tlsConfig reads the PEM files the options name. etcd's loader takes a CA file without a
+// certificate in it as an empty pool, which then refuses every server: that is said here instead.
+func tlsConfig(opts Options) (*tls.Config, error) {
+	if opts.CACert != "" {
+		data, err := os.ReadFile(opts.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("CA certificate: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("CA certificate %s holds no PEM certificate", opts.CACert)
+		}
+	}
+	cfg, err := transport.TLSInfo{CertFile: opts.Cert, KeyFile: opts.Key, TrustedCAFile: opts.CACert}.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	return cfg, nil
 }
 
 // connect returns a client once etcd has answered it; the client alone connects lazily.
@@ -147,11 +169,22 @@ func (s *Store) LoadRevision(ctx context.Context) (*state.State, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return state.New(), resp.Header.Revision, nil
 	}
-	st, err := state.Decode(s.location, resp.Kvs[0].Value)
+	st, err := s.decode(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, 0, err
 	}
 	return st, resp.Header.Revision, nil
+}
+
+// decode reads the document the key holds.
+func (s *Store) decode(data []byte) (*state.State, error) {
+	st, err := state.Decode(s.location, data)
+	var corrupt *state.CorruptError
+	if errors.As(err, &corrupt) {
+		corrupt.Where = "etcd state " + s.location + " (key " + s.key + ")"
+		corrupt.Fix = "fix the key, or delete it to start afresh"
+	}
+	return st, err
 }
 
 // ConflictError is an Update that found the document changed by other writers every time it was
@@ -215,7 +248,7 @@ func (s *Store) apply(old []byte, change func(*state.State) error) (*state.State
 	st := state.New()
 	if old != nil {
 		var err error
-		if st, err = state.Decode(s.location, old); err != nil {
+		if st, err = s.decode(old); err != nil {
 			return nil, nil, err
 		}
 	}
