@@ -3,8 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,14 +16,13 @@ import (
 	"time"
 
 	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/check"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/miekg/dns"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // etcdState starts a one-member etcd on a loopback port the kernel picks, for the test, and
@@ -213,44 +210,33 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 // TestReplicasOnOneMachine runs two serves of one etcd state on one machine, each on its own
 // loopback address, and calls through both.
 func TestReplicasOnOneMachine(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	loc := etcdState(t)
 	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
-	port := testutil.FreePort(t)
-	mustRun(t, loc, "lb", "create", "--name", "demo")
-	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
-	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b1)
-	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test", "--domain", "127.0.0.2", "--domain", "127.0.0.3")
-	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
+	loc, port := replicaState(t, b1)
 	dnsAddr := "127.0.0.1:" + itoa(testutil.FreePort(t))
 	startReplica(t, loc, "--bind-address", "127.0.0.2", "--dns", dnsAddr, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	second, _ := startReplica(t, loc, "--bind-address", "127.0.0.3", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
-	third, _ := startReplica(t, loc, "--bind-address", "127.0.0.4", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
-	replicas := decode[[]struct{ Listeners []string }](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
+	thirdAdmin := "127.0.0.1:" + itoa(testutil.FreePort(t))
+	third, _ := startReplica(t, loc, "--bind-address", "127.0.0.4", "--admin", thirdAdmin)
+	replicas := decode[[]struct {
+		ID, Admin string
+		Listeners []string
+	}](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
 	var addrs []string
+	thirdID := ""
 	for _, r := range replicas {
 		addrs = append(addrs, r.Listeners...)
+		if r.Admin == thirdAdmin {
+			thirdID = r.ID
+		}
 	}
 	slices.Sort(addrs)
 	if want := []string{"127.0.0.2:" + itoa(port), "127.0.0.3:" + itoa(port), "127.0.0.4:" + itoa(port)}; !slices.Equal(addrs, want) {
 		t.Fatalf("replicas serve %v, want %v", addrs, want)
 	}
-	addrs = addrs[:2] // the calls below go to the replicas whose addresses the certificate names
-	caPEM, err := os.ReadFile(strings.TrimSpace(mustRun(t, loc, "cert", "ca")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	for _, addr := range addrs {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})))
-		if err != nil {
-			t.Fatal(err)
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := echopb.NewEchoClient(cc).UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
+		res, err := replicaClient(t, loc, addr).UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
 		cancel()
-		cc.Close()
 		if err != nil || res.Server != "b1" {
 			t.Fatalf("call through the replica at %s: %v %v", addr, res, err)
 		}
@@ -277,10 +263,29 @@ func TestReplicasOnOneMachine(t *testing.T) {
 		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"})
 	})
 
-	// A replica killed outright leaves the answer once its lease ends.
+	// check --all-replicas checks through each replica, and fails on one that died, while its
+	// record lives.
+	verifiedDomain(t, loc)
+	target := "grpc.example.test:" + itoa(port)
+	checkAll := func() (result, []check.ReplicaResult) {
+		r := run(t, loc, "check", target, "albctl.echo.v1.Echo/UnaryEcho", "--all-replicas", "--timeout", "2s", "-o", "json")
+		return r, decode[[]check.ReplicaResult](t, r.out)
+	}
 	killed := time.Now()
 	_ = third.Process.Kill()
 	_ = third.Wait()
+	r, results := checkAll()
+	if r.code != ExitError || len(results) != 3 || !strings.Contains(r.err, "check failed on replica "+thirdID+" at step \"servers\"") ||
+		!strings.HasSuffix(r.err, "check failed on 1 of 3 replicas\n") {
+		t.Fatalf("check --all-replicas with a replica killed: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	for _, res := range results {
+		if res.OK == (res.Replica == thirdID) {
+			t.Fatalf("check --all-replicas: replica %s ok=%v; the killed one is %s\n%s", res.Replica, res.OK, thirdID, r.out)
+		}
+	}
+
+	// A replica killed outright leaves the answer once its lease ends.
 	for !slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"}) {
 		if time.Since(killed) > 10*time.Second+4*time.Second {
 			t.Fatalf("a killed replica still in the answer after %v: %v", time.Since(killed).Round(time.Second), resolve())
@@ -304,10 +309,25 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	}
 
 	// check walks the name to the replicas and says whose view of the servers it reports.
-	verifiedDomain(t, loc)
-	if r := run(t, loc, "check", "grpc.example.test:"+itoa(port), "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
+	if r := run(t, loc, "check", target, "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
 		!strings.Contains(r.out, "127.0.0.2") || !strings.Contains(r.out, "(as replica ") {
 		t.Fatalf("check through the replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r, results = checkAll()
+	if r.code != ExitOK || len(results) != 2 || r.err != "" {
+		t.Fatalf("check --all-replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	for i, bind := range []string{"127.0.0.2", "127.0.0.3"} {
+		if listener := results[i].Steps[2].Detail; !strings.Contains(listener, "served by replica "+results[i].Replica+" at "+bind+":"+itoa(port)) {
+			t.Fatalf("check --all-replicas: listener step %q, want replica %s at %s", listener, results[i].Replica, bind)
+		}
+	}
+	human := mustRun(t, loc, "check", target, "--all-replicas")
+	if strings.Count(human, "Replica") != 2 || strings.Count(human, "PASS\tcall") != 2 {
+		t.Fatalf("check --all-replicas:\n%s", human)
+	}
+	if r := run(t, loc, "check", target, "--all-replicas", "--admin", "127.0.0.1:1"); r.code != ExitUsage {
+		t.Fatalf("check --all-replicas --admin: exit %d %s", r.code, r.err)
 	}
 
 	// probe and dns resolve find the replicas by name too.

@@ -22,6 +22,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -34,6 +36,11 @@ const maxAttempts = 20
 
 // defaultDialTimeout bounds Open's first request when Options.DialTimeout is zero.
 const defaultDialTimeout = 5 * time.Second
+
+// reconnectBackoff spaces the attempts to reach etcd again after it was lost. gRPC's default
+// grows to two minutes, which would keep a serve on an old configuration that long after etcd
+// came back; a few clients of one etcd can afford to try every 2 s.
+var reconnectBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
 
 // Options say where the store is and how to reach it.
 type Options struct {
@@ -90,6 +97,9 @@ func Open(opts Options) (*Store, error) {
 		DialTimeout: timeout,
 		// The store's own errors say what failed; the client's retry logs would only add noise.
 		Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: reconnectBackoff, MinConnectTimeout: defaultDialTimeout,
+		})},
 	}
 	if opts.CACert != "" || opts.Cert != "" {
 		tlsConfig, err := tlsConfig(opts)
