@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,16 +12,20 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/certs"
 	"github.com/albctl/albctl/pkg/check"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/miekg/dns"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -29,14 +34,14 @@ import (
 // returns an etcd:// state location in it.
 func etcdState(t *testing.T) string {
 	t.Helper()
-	e := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	e := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", nil)
 	t.Cleanup(e.Close)
 	return "etcd://" + e.Clients[0].Addr().String() + "/albctl/test"
 }
 
 // startEmbeddedEtcd runs a one-member etcd with its data in dir on the client and peer
-// addresses given, and waits until it serves.
-func startEmbeddedEtcd(t *testing.T, dir, client, peer string) *embed.Etcd {
+// addresses given, and waits until it serves; with clientTLS, clients reach it over TLS.
+func startEmbeddedEtcd(t *testing.T, dir, client, peer string, clientTLS *transport.TLSInfo) *embed.Etcd {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
@@ -46,6 +51,10 @@ func startEmbeddedEtcd(t *testing.T, dir, client, peer string) *embed.Etcd {
 	c, p := url.URL{Scheme: "http", Host: client}, url.URL{Scheme: "http", Host: peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{c}, []url.URL{c}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}
+	if clientTLS != nil {
+		cfg.ListenClientUrls[0].Scheme, cfg.AdvertiseClientUrls[0].Scheme = "https", "https"
+		cfg.ClientTLSInfo = *clientTLS
+	}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -108,6 +117,132 @@ func TestCommandsOnAnEtcdState(t *testing.T) {
 	}
 	if r := run(t, "etcd://127.0.0.1:2379", "lb", "list"); r.code != ExitUsage || !strings.Contains(r.err, "--state") {
 		t.Fatalf("an etcd location without a prefix: exit %d %s", r.code, r.err)
+	}
+}
+
+// TestBadEtcdInput: a document albctl cannot read under the key, an empty prefix, an etcd that
+// does not answer, a CA file that is not PEM and a CA that does not sign etcd's certificate.
+// Each error is one line naming the endpoint and the cause, exit 1, and writes nothing.
+func TestBadEtcdInput(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := etcdState(t)
+	endpoint, _ := etcdEndpoint(t, loc)
+	raw := etcdClient(t, loc)
+	ctx := context.Background()
+	oneLine := func(what string, r result, want ...string) {
+		t.Helper()
+		if r.code != ExitError || !strings.HasPrefix(r.err, "Error: ") || strings.Count(r.err, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want exit 1 and one line", what, r.code, r.err)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.err, w) {
+				t.Errorf("%s: stderr %q does not say %q", what, r.err, w)
+			}
+		}
+		t.Logf("%s: %s", what, strings.TrimSpace(r.err))
+	}
+	keys := func(prefix string) []string {
+		resp, err := raw.Get(ctx, prefix+"/", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, kv := range resp.Kvs {
+			out = append(out, fmt.Sprintf("%s@%d=%q", kv.Key, kv.ModRevision, kv.Value))
+		}
+		return out
+	}
+	for _, tt := range []struct{ name, doc, want string }{
+		{"corrupt", "not json{", "cannot be used: line 1, column 2"},
+		{"foreign", `{"foo": 1}`, `cannot be used: not an albctl state: no "version" field`},
+	} {
+		prefix := "/albctl/" + tt.name
+		if _, err := raw.Put(ctx, prefix+"/state", tt.doc); err != nil {
+			t.Fatal(err)
+		}
+		before := keys(prefix)
+		at := "etcd://" + endpoint + prefix
+		for _, args := range [][]string{{"servergroup", "list"}, {"lb", "create", "--name", "demo"}, {"state", "export"}} {
+			oneLine(tt.name+": "+strings.Join(args, " "), run(t, at, args...), "etcd state "+at+" (key "+prefix+"/state)", tt.want)
+		}
+		if after := keys(prefix); !slices.Equal(after, before) {
+			t.Errorf("%s: the prefix held %v, now %v", tt.name, before, after)
+		}
+	}
+
+	// A prefix nothing was written under is an empty state, as a missing file is: reads find
+	// nothing and write nothing.
+	empty := "etcd://" + endpoint + "/albctl/typo"
+	if out := mustRun(t, empty, "servergroup", "list"); out != "" {
+		t.Errorf("servergroup list on an empty prefix: %q", out)
+	}
+	oneLine("lb get on an empty prefix", run(t, empty, "lb", "get", "demo"), `load balancer "demo" not found in `+empty+` ('albctl lb list' shows them)`)
+	if got := keys("/albctl/typo"); len(got) != 0 {
+		t.Errorf("reads wrote %v under an empty prefix", got)
+	}
+
+	// Certificates: a CA file that is not PEM fails at once.
+	files := map[string]string{}
+	caCert, caKey, err := certs.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey, _, err := certs.Issue(caCert, caKey, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _, err := certs.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"server.pem": serverCert, "server-key.pem": serverKey, "other-ca.pem": otherCA, "not.pem": "not a certificate\n"} {
+		files[name] = filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(files[name], []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tlsEtcd := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", &transport.TLSInfo{CertFile: files["server.pem"], KeyFile: files["server-key.pem"]})
+	t.Cleanup(tlsEtcd.Close)
+	tlsEndpoint := tlsEtcd.Clients[0].Addr().String()
+	oneLine("--etcd-cacert not PEM", run(t, loc, "--etcd-cacert", files["not.pem"], "servergroup", "list"), endpoint, files["not.pem"]+" holds no PEM certificate")
+
+	// etcd that does not answer, and a TLS handshake that fails, fail within the dial timeout:
+	// both at once, to wait for it once.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	var wg sync.WaitGroup
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"a closed port", []string{"--state", "etcd://" + closed + "/albctl/test"}, []string{closed, "connection refused"}},
+		{"the wrong CA", []string{"--state", "etcd://" + tlsEndpoint + "/albctl/test", "--etcd-cacert", files["other-ca.pem"]}, []string{tlsEndpoint, "certificate signed by unknown authority"}},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			var out, errOut bytes.Buffer
+			code := Main(ctx, append(tt.args, "lb", "create", "--name", "demo"), IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("%s: failed after %v", tt.name, took)
+			}
+			oneLine(tt.name, result{out: out.String(), err: errOut.String(), code: code}, tt.want...)
+		}()
+	}
+	wg.Wait()
+	tlsClient, err := clientv3.New(clientv3.Config{Endpoints: []string{tlsEndpoint}, TLS: &tls.Config{InsecureSkipVerify: true}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsClient.Close()
+	if resp, err := tlsClient.Get(ctx, "/albctl/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Errorf("the TLS etcd holds %v keys under /albctl/ (%v)", resp, err)
 	}
 }
 
