@@ -167,6 +167,21 @@ func TestUpdateThatChangesNothingDoesNotWrite(t *testing.T) {
 	}
 }
 
+// TestLoadRevisionIsTheDocuments: the revision is the document's, not etcd's, which other keys
+// move: replicas that applied one document record one revision.
+func TestLoadRevisionIsTheDocuments(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	if _, err := s.Update(ctx, createLB("first")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s.prefix()+"/replicas/other", []byte("{}"))
+	_, rev, err := s.LoadRevision(ctx)
+	if _, modRev := get(t, s.key); err != nil || rev != modRev {
+		t.Fatalf("LoadRevision = %d (%v), want the document's %d", rev, err, modRev)
+	}
+}
+
 // TestUpdateGivesUpUnderConstantChange has another writer commit during every attempt.
 func TestUpdateGivesUpUnderConstantChange(t *testing.T) {
 	s := open(t, sharedOptions())

@@ -169,8 +169,9 @@ func (s *Store) Load(ctx context.Context) (*state.State, error) {
 	return st, err
 }
 
-// LoadRevision reads the document and returns etcd's revision at the time of reading, from which
-// Watch can follow later changes.
+// LoadRevision reads the document and returns the revision it was written at, from which Watch
+// can follow later changes; with no document, etcd's revision at the time of reading. Every
+// reader of one document gets the same revision, whatever else etcd holds.
 func (s *Store) LoadRevision(ctx context.Context) (*state.State, int64, error) {
 	resp, err := s.client.Get(ctx, s.key)
 	if err != nil {
@@ -183,7 +184,7 @@ func (s *Store) LoadRevision(ctx context.Context) (*state.State, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	return st, resp.Header.Revision, nil
+	return st, resp.Kvs[0].ModRevision, nil
 }
 
 // decode reads the document the key holds.
