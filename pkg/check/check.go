@@ -92,9 +92,9 @@ type walk struct {
 	replica  string // the etcd state's replica that answered, if one did
 }
 
-// target is the listener's address the call goes to: the first DOMAIN resolves to, or the
-// replica's.
-func (w *walk) target() string {
+// callAddr is the listener's address the call goes to: at the first address DOMAIN resolves to,
+// or the replica's.
+func (w *walk) callAddr() string {
 	host := w.addrs[0]
 	if r := w.in.Replica; r != nil {
 		host = w.lb.Address
@@ -263,10 +263,10 @@ func (w *walk) findListener(context.Context) (string, error) {
 			}
 			served := ""
 			if r := w.in.Replica; r != nil {
-				if !slices.Contains(r.Listeners, w.target()) {
-					return "", fmt.Errorf("replica %s does not serve listener %s at %s: it serves %s", r.ID, l.ID, w.target(), strings.Join(r.Listeners, ", "))
+				if !slices.Contains(r.Listeners, w.callAddr()) {
+					return "", fmt.Errorf("replica %s does not serve listener %s at %s: it serves %s", r.ID, l.ID, w.callAddr(), strings.Join(r.Listeners, ", "))
 				}
-				served = ", served by replica " + r.ID + " at " + w.target()
+				served = ", served by replica " + r.ID + " at " + w.callAddr()
 			}
 			return fmt.Sprintf("%s: %s %s on port %d%s%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl, served), nil
 		}
@@ -322,7 +322,7 @@ func (w *walk) rule(context.Context) (string, error) {
 		return fmt.Sprintf("not matched: no call to match the listener's %d rules against; checking the listener's server group %s", len(rules), w.group.Name), nil
 	}
 	req := route.Request{Path: w.path, Host: w.in.Host, Method: w.method,
-		Source: LocalSource(w.target()), Header: w.in.Header}
+		Source: LocalSource(w.callAddr()), Header: w.in.Header}
 	e, err := Explain(w.in.State, w.listener, req)
 	if err != nil {
 		return "", err
@@ -541,7 +541,7 @@ func (w *walk) aclVerdict() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	src := LocalSource(w.target())
+	src := LocalSource(w.callAddr())
 	if !acl.Admits(src) {
 		return "", fmt.Errorf("listener %s's %s list ACL refuses %s, the address check calls from ('albctl acl get' shows the entries)", l.ID, l.ACLType, src)
 	}
@@ -567,7 +567,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 	if w.group.Protocol != state.ProtocolGRPC {
 		return w.request(ctx)
 	}
-	target := w.target()
+	target := w.callAddr()
 	creds := credentials.NewTLS(w.tlsConfig())
 	// The TLS server name is the call's authority too, so host rules see DOMAIN.
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
@@ -599,7 +599,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 
 // request sends one HTTP request through the listener of an HTTP group.
 func (w *walk) request(ctx context.Context) (string, error) {
-	target := w.target()
+	target := w.callAddr()
 	scheme := "http"
 	transport := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

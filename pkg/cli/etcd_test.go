@@ -267,6 +267,11 @@ func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *testuti
 	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
 		return serve.Get(admin, "/healthz", nil) == nil
 	})
+	// serve records itself once its admin API answers.
+	testutil.WaitFor(t, "serve to record itself as a replica", func() bool {
+		r := run(t, loc, "lb", "replicas", "-o", "json")
+		return r.code == ExitOK && strings.Contains(r.out, `"admin": "`+admin+`"`)
+	})
 	return cmd, &stderr
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -107,11 +108,13 @@ func stateRevision(t *testing.T, c *clientv3.Client, loc string) int64 {
 	return resp.Kvs[0].ModRevision
 }
 
-// appliedRevisions follows the replicas' records and tells how far each has applied the state.
+// appliedRevisions follows, in etcd, the revisions of the state's document and the revision each
+// replica's record says it has applied.
 type appliedRevisions struct {
-	mu      sync.Mutex
-	byID    map[string]int64
-	changed chan struct{}
+	mu       sync.Mutex
+	document int64
+	byID     map[string]int64
+	changed  chan struct{}
 }
 
 func watchApplied(t *testing.T, c *clientv3.Client, loc string) *appliedRevisions {
@@ -119,34 +122,36 @@ func watchApplied(t *testing.T, c *clientv3.Client, loc string) *appliedRevision
 	_, prefix := etcdEndpoint(t, loc)
 	dir := prefix + "/replicas/"
 	a := &appliedRevisions{byID: map[string]int64{}, changed: make(chan struct{}, 1)}
-	record := func(key, value []byte) {
+	record := func(kv *mvccpb.KeyValue) {
 		var r serve.Replica
-		if json.Unmarshal(value, &r) != nil {
-			return
-		}
 		a.mu.Lock()
-		a.byID[strings.TrimPrefix(string(key), dir)] = r.AppliedRevision
+		switch {
+		case string(kv.Key) == prefix+"/state":
+			a.document = kv.ModRevision
+		case json.Unmarshal(kv.Value, &r) == nil:
+			a.byID[strings.TrimPrefix(string(kv.Key), dir)] = r.AppliedRevision
+		}
 		a.mu.Unlock()
 		select {
 		case a.changed <- struct{}{}:
 		default:
 		}
 	}
-	resp, err := c.Get(context.Background(), dir, clientv3.WithPrefix())
+	resp, err := c.Get(context.Background(), prefix+"/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, kv := range resp.Kvs {
-		record(kv.Key, kv.Value)
+		record(kv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	events := c.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	events := c.Watch(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	go func() {
 		for resp := range events {
 			for _, ev := range resp.Events {
 				if ev.Type == clientv3.EventTypePut {
-					record(ev.Kv.Key, ev.Kv.Value)
+					record(ev.Kv)
 				}
 			}
 		}
@@ -154,26 +159,27 @@ func watchApplied(t *testing.T, c *clientv3.Client, loc string) *appliedRevision
 	return a
 }
 
-// wait returns once n replicas have applied rev, or false at the deadline.
-func (a *appliedRevisions) wait(n int, rev int64, within time.Duration) bool {
+// wait waits until n replicas have applied a document written after revision after, and returns
+// that document's revision, or false at the deadline.
+func (a *appliedRevisions) wait(n int, after int64, within time.Duration) (int64, bool) {
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
 	for {
 		a.mu.Lock()
-		done := 0
+		rev, done := a.document, 0
 		for _, applied := range a.byID {
 			if applied >= rev {
 				done++
 			}
 		}
 		a.mu.Unlock()
-		if done >= n {
-			return true
+		if rev > after && done >= n {
+			return rev, true
 		}
 		select {
 		case <-a.changed:
 		case <-deadline.C:
-			return false
+			return rev, false
 		}
 	}
 }
@@ -181,7 +187,7 @@ func (a *appliedRevisions) wait(n int, rev int64, within time.Duration) bool {
 func (a *appliedRevisions) String() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return fmt.Sprint(a.byID)
+	return fmt.Sprintf("document at revision %d, replicas applied %v", a.document, a.byID)
 }
 
 // callLoad calls through each client one call after another until stopped, and counts.
@@ -262,7 +268,8 @@ func TestReplicasApplyChangesUnderLoad(t *testing.T) {
 	}
 	raw := etcdClient(t, loc)
 	applied := watchApplied(t, raw, loc)
-	if !applied.wait(len(binds), stateRevision(t, raw, loc), 5*time.Second) {
+	rev, ok := applied.wait(len(binds), 0, 5*time.Second)
+	if !ok {
 		t.Fatalf("the replicas did not record the first revision: %s", applied)
 	}
 	st := openEtcdStore(t, loc)
@@ -308,9 +315,8 @@ func TestReplicasApplyChangesUnderLoad(t *testing.T) {
 			t.Fatalf("change %d: %v", i, err)
 		}
 		start := time.Now()
-		rev := stateRevision(t, raw, loc)
-		if !applied.wait(len(binds), rev, time.Second) {
-			t.Fatalf("change %d (revision %d) not applied by every replica within 1s: %s", i, rev, applied)
+		if rev, ok = applied.wait(len(binds), rev, time.Second); !ok {
+			t.Fatalf("change %d not applied by every replica within 1s: %s", i, applied)
 		}
 		lags = append(lags, time.Since(start))
 	}
@@ -408,9 +414,9 @@ func TestPausedReplicaConverges(t *testing.T) {
 	replica, _ := startReplica(t, loc, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	raw := etcdClient(t, loc)
 	applied := watchApplied(t, raw, loc)
-	before := stateRevision(t, raw, loc)
-	if !applied.wait(1, before, 5*time.Second) {
-		t.Fatalf("the replica did not record revision %d: %s", before, applied)
+	before, ok := applied.wait(1, 0, 5*time.Second)
+	if !ok {
+		t.Fatalf("the replica did not record the document's revision: %s", applied)
 	}
 	client := replicaClient(t, loc, "127.0.0.1:"+itoa(port))
 	serverOfACall := func() string {
@@ -458,7 +464,7 @@ func TestPausedReplicaConverges(t *testing.T) {
 	if _, err := raw.Compact(context.Background(), latest); err != nil {
 		t.Fatal(err)
 	}
-	if applied.wait(1, before+1, 0) {
+	if _, ok := applied.wait(1, before, 0); ok {
 		t.Fatalf("the stopped replica recorded a later revision: %s", applied)
 	}
 	t.Logf("%d changes and a compaction to revision %d made in %v while the replica was stopped", changes, latest, time.Since(paused).Round(10*time.Millisecond))
@@ -467,7 +473,7 @@ func TestPausedReplicaConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed := time.Now()
-	if !applied.wait(1, latest, 5*time.Second) {
+	if _, ok := applied.wait(1, latest-1, 5*time.Second); !ok {
 		t.Fatalf("the replica did not record revision %d within 5s of SIGCONT: %s", latest, applied)
 	}
 	recorded := time.Since(resumed)

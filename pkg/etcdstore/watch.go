@@ -88,6 +88,7 @@ func (w *watch) follow(ctx context.Context) error {
 	}
 }
 
+// handle takes one answer of the watch: a change of the key, or progress.
 func (w *watch) handle(resp clientv3.WatchResponse) {
 	if resp.IsProgressNotify() {
 		// An answer on the same stream: nothing changed up to its revision.
