@@ -295,8 +295,10 @@ func TestReplicasApplyChangesUnderLoad(t *testing.T) {
 				return err
 			}
 		case 1:
-			target := servers[rand.IntN(len(servers))]
-			target.Weight = 1 + rand.IntN(100)
+			j := rand.IntN(len(servers))
+			// Another weight than the server's, or the change would write nothing.
+			servers[j].Weight = 1 + (servers[j].Weight+rand.IntN(99))%100
+			target := servers[j]
 			change = func(s *state.State) error {
 				_, err := s.UpdateServers("grpc-backends", []state.ServerSpec{{Server: target, HasWeight: true}})
 				return err
@@ -368,10 +370,14 @@ func TestReplicasOutliveEtcdOutage(t *testing.T) {
 
 	proxy.Cut()
 	cut := time.Now()
+	// The watch probes etcd every 2 s: the loss shows after one to two probes.
 	for i, log := range logs {
-		testutil.WaitFor(t, "replica "+binds[i]+" to say etcd is unreachable", func() bool {
-			return strings.Contains(log.String(), "etcd unreachable")
-		})
+		for !strings.Contains(log.String(), "etcd unreachable") {
+			if time.Since(cut) > 8*time.Second {
+				t.Fatalf("replica %s did not say etcd is unreachable within 8 s:\n%s", binds[i], log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	t.Logf("the replicas said etcd is unreachable %v after the cut", time.Since(cut).Round(100*time.Millisecond))
 	mustRun(t, loc, "servergroup", "update-servers", "grpc-backends", "--server", b2+",weight=100", "--server", b1+",weight=0")
