@@ -52,8 +52,11 @@ type Input struct {
 	LBAddrs map[string][]string
 	// Admin overrides where the running serve's admin API is.
 	Admin string
-	Host  string
-	Port  int
+	// Replica, if set, is the replica of an etcd state to check: the servers step asks it, and
+	// the call goes to its listener.
+	Replica *serve.Replica
+	Host    string
+	Port    int
 	// Request is what to send: SERVICE/METHOD (or SERVICE.METHOD) for a gRPC group, a path
 	// such as /healthz for an HTTP group; "" sends the health check of the listener's group.
 	Request string
@@ -87,6 +90,19 @@ type walk struct {
 	admin    string // the running serve's admin API, once found
 	adminErr error
 	replica  string // the etcd state's replica that answered, if one did
+}
+
+// callAddr is the listener's address the call goes to: at the first address DOMAIN resolves to,
+// or the replica's.
+func (w *walk) callAddr() string {
+	host := w.addrs[0]
+	if r := w.in.Replica; r != nil {
+		host = w.lb.Address
+		if r.BindAddress != "" {
+			host = r.BindAddress
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(w.in.Port))
 }
 
 // target is a server group the call goes to, and its health in the running serve.
@@ -139,6 +155,43 @@ func Run(ctx context.Context, in Input) []Step {
 	detail, err := w.call(ctx)
 	record("call", detail, "", err)
 	return out
+}
+
+// ReplicaResult is the checklist as one replica of an etcd state serves DOMAIN:PORT.
+type ReplicaResult struct {
+	Replica string `json:"replica"`
+	Admin   string `json:"admin"`
+	OK      bool   `json:"ok"`
+	Steps   []Step `json:"steps"`
+}
+
+// RunReplicas runs the checklist once for each replica that serves the load balancer DOMAIN
+// leads to (every replica, if the walk does not get that far): the servers step asks that
+// replica and the call goes to its listener.
+func RunReplicas(ctx context.Context, in Input, replicas []serve.Replica) []ReplicaResult {
+	lbID := ""
+	if w := (&walk{in: in}); w.resolveLB() == nil {
+		lbID = w.lb.ID
+	}
+	var out []ReplicaResult
+	for _, r := range replicas {
+		if r.LB != "" && lbID != "" && r.LB != lbID {
+			continue
+		}
+		in.Replica = &r
+		steps := Run(ctx, in)
+		out = append(out, ReplicaResult{Replica: r.ID, Admin: r.Admin, OK: steps[len(steps)-1].OK, Steps: steps})
+	}
+	return out
+}
+
+// resolveLB finds the load balancer as the dns and load balancer steps do.
+func (w *walk) resolveLB() error {
+	if _, err := w.resolve(context.Background()); err != nil {
+		return err
+	}
+	_, err := w.loadBalancer(context.Background())
+	return err
 }
 
 func (w *walk) resolve(context.Context) (string, error) {
@@ -212,7 +265,14 @@ func (w *walk) findListener(context.Context) (string, error) {
 			if len(l.WebProtocols) > 0 {
 				web = ", takes " + strings.Join(l.WebProtocols, ", ") + " from pages"
 			}
-			return fmt.Sprintf("%s: %s %s on port %d%s%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl, web), nil
+			served := ""
+			if r := w.in.Replica; r != nil {
+				if !slices.Contains(r.Listeners, w.callAddr()) {
+					return "", fmt.Errorf("replica %s does not serve listener %s at %s: it serves %s", r.ID, l.ID, w.callAddr(), strings.Join(r.Listeners, ", "))
+				}
+				served = ", served by replica " + r.ID + " at " + w.callAddr()
+			}
+			return fmt.Sprintf("%s: %s %s on port %d%s%s%s%s%s", l.ID, l.Protocol, http2, l.Port, policy, mtls, acl, web, served), nil
 		}
 	}
 	return "", fmt.Errorf("load balancer %s has no listener on port %d ('albctl listener create --lb %s --port %d ...')", w.lb.Name, w.in.Port, w.lb.Name, w.in.Port)
@@ -266,7 +326,7 @@ func (w *walk) rule(context.Context) (string, error) {
 		return fmt.Sprintf("not matched: no call to match the listener's %d rules against; checking the listener's server group %s", len(rules), w.group.Name), nil
 	}
 	req := route.Request{Path: w.path, Host: w.in.Host, Method: w.method,
-		Source: LocalSource(net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))), Header: w.in.Header}
+		Source: LocalSource(w.callAddr()), Header: w.in.Header}
 	e, err := Explain(w.in.State, w.listener, req)
 	if err != nil {
 		return "", err
@@ -377,8 +437,12 @@ func (w *walk) serverGroup(t *target) (string, error) {
 // groupHealth reads a group's health from the running serve, found once per walk.
 func (w *walk) groupHealth(sg *state.ServerGroup) (health.GroupStatus, error) {
 	if w.admin == "" && w.adminErr == nil {
-		var r serve.Replica
-		r, w.adminErr = serve.Locate(w.in.Store, w.in.Admin)
+		r := w.in.Replica
+		if r == nil {
+			var found serve.Replica
+			found, w.adminErr = serve.Locate(w.in.Store, w.in.Admin)
+			r = &found
+		}
 		w.admin, w.replica = r.Admin, r.ID
 	}
 	if w.adminErr != nil {
@@ -481,7 +545,7 @@ func (w *walk) aclVerdict() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	src := LocalSource(net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port)))
+	src := LocalSource(w.callAddr())
 	if !acl.Admits(src) {
 		return "", fmt.Errorf("listener %s's %s list ACL refuses %s, the address check calls from ('albctl acl get' shows the entries)", l.ID, l.ACLType, src)
 	}
@@ -507,7 +571,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 	if w.group.Protocol != state.ProtocolGRPC {
 		return w.request(ctx)
 	}
-	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
+	target := w.callAddr()
 	creds := credentials.NewTLS(w.tlsConfig())
 	// The TLS server name is the call's authority too, so host rules see DOMAIN.
 	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
@@ -539,7 +603,7 @@ func (w *walk) call(ctx context.Context) (string, error) {
 
 // request sends one HTTP request through the listener of an HTTP group.
 func (w *walk) request(ctx context.Context) (string, error) {
-	target := net.JoinHostPort(w.addrs[0], strconv.Itoa(w.in.Port))
+	target := w.callAddr()
 	scheme := "http"
 	transport := &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/albctl/albctl/pkg/check"
+	"github.com/albctl/albctl/pkg/etcdstore"
+	"github.com/albctl/albctl/pkg/serve"
 	"github.com/albctl/albctl/pkg/state"
 	"github.com/spf13/cobra"
 )
@@ -15,7 +18,7 @@ import (
 func newCheckCmd(a *app) *cobra.Command {
 	timeout := state.Duration(5 * time.Second)
 	var headers []string
-	var strict bool
+	var strict, allReplicas bool
 	var certFile, keyFile string
 	cmd := &cobra.Command{
 		Use:   "check DOMAIN:PORT [SERVICE/METHOD | PATH] [-H KEY:VALUE]...",
@@ -46,12 +49,18 @@ fixed response has no groups: the call must get that status.
 The servers step passes with a warning when some of a group's servers are unhealthy and the
 others take the calls; it fails when none can take the call, and with --strict when any is
 unhealthy. check stops at the first failing step and says why. It exits 0 only when every
-step passes.`,
+step passes.
+
+On an etcd state the servers step asks the oldest live replica that answers, and names it.
+--all-replicas runs the checklist for every live replica that serves the load balancer: its
+servers step asks that replica and its call goes to that replica's listener. It exits 0 only
+when every replica passes, and names those that fail.`,
 		Example: `  albctl check grpc.example.test:8443
   albctl check grpc.example.test:8443 albctl.echo.v1.Echo/UnaryEcho
   albctl check grpc.example.test:8443 albctl.echo.v1.Echo/UnaryEcho -H x-canary:1
   albctl check grpc.example.test:8443 --strict -o json
-  albctl check www.example.test:80 /healthz`,
+  albctl check www.example.test:80 /healthz
+  albctl --state etcd://127.0.0.1:2379/albctl/prod check grpc.example.test:8443 --all-replicas`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return usageErrorf("%s needs DOMAIN:PORT and optionally SERVICE/METHOD or PATH", cmd.CommandPath())
@@ -83,44 +92,96 @@ step passes.`,
 				}
 				clientCert = &pair
 			}
+			st, onEtcd := a.store().(*etcdstore.Store)
+			if allReplicas && (!onEtcd || a.admin != "") {
+				return usageErrorf("--all-replicas checks every replica of an etcd state (--state etcd://...), without --admin")
+			}
 			s, err := a.store().Load(cmd.Context())
 			if err != nil {
 				return err
 			}
-			steps := check.Run(cmd.Context(), check.Input{State: s, Store: a.store(), LBAddrs: a.lbAddresses(cmd.Context(), s), Admin: a.admin,
-				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict, ClientCert: clientCert})
-			if err := a.print(steps, func() view {
-				t := table{header: []string{"RESULT", "STEP", "DETAIL"}}
-				for _, st := range steps {
-					result, detail := "PASS", st.Detail
-					if !st.OK {
-						result = "FAIL"
-					}
-					if st.Warning != "" {
-						detail += "; WARNING: " + st.Warning
-					}
-					t.rows = append(t.rows, []string{result, st.Name, detail})
-				}
-				return t
-			}); err != nil {
+			in := check.Input{State: s, Store: a.store(), LBAddrs: a.lbAddresses(cmd.Context(), s), Admin: a.admin,
+				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict, ClientCert: clientCert}
+			if allReplicas {
+				return a.checkReplicas(cmd.Context(), st, in)
+			}
+			steps := check.Run(cmd.Context(), in)
+			if err := a.print(steps, func() view { return stepsView(steps) }); err != nil {
 				return err
 			}
-			if last := steps[len(steps)-1]; !last.OK {
-				fmt.Fprintf(a.io.ErrOut, "check failed at step %q: %s\n", last.Name, last.Detail)
+			if !a.reportSteps("", steps) {
 				return &silentExit{Code: ExitError}
-			}
-			for _, st := range steps {
-				if st.Warning != "" {
-					fmt.Fprintf(a.io.ErrOut, "check passed with a warning at step %q: %s\n", st.Name, st.Warning)
-				}
 			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&allReplicas, "all-replicas", false, "on an etcd state: check through every live replica, not one")
 	cmd.Flags().Var(durationValue{&timeout}, "timeout", "how long the call may take")
 	cmd.Flags().StringArrayVarP(&headers, "header", "H", nil, "header field KEY:VALUE sent with the call and matched by rules, as grpcurl's -H (repeatable)")
 	cmd.Flags().BoolVar(&strict, "strict", false, "fail on any unhealthy server, not only when none of a group's servers takes calls")
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file with a client certificate, for a listener with mutual TLS (needs --key)")
 	cmd.Flags().StringVar(&keyFile, "key", "", "PEM file with the client certificate's private key")
 	return cmd
+}
+
+// checkReplicas runs the checklist through each live replica and fails if any replica fails.
+func (a *app) checkReplicas(ctx context.Context, st *etcdstore.Store, in check.Input) error {
+	replicas, err := serve.Replicas(ctx, st)
+	if err != nil {
+		return err
+	}
+	results := check.RunReplicas(ctx, in, replicas)
+	if len(results) == 0 {
+		return fmt.Errorf("no live replica of %s serves %s:%d ('albctl lb replicas' lists them): start one with 'albctl serve'", st.Location(), in.Host, in.Port)
+	}
+	if err := a.print(results, func() view {
+		var v views
+		for _, r := range results {
+			v = append(v, details{{"Replica", r.Replica + " (" + r.Admin + ")"}}, stepsView(r.Steps))
+		}
+		return v
+	}); err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range results {
+		if !a.reportSteps("on replica "+r.Replica+" ", r.Steps) {
+			failed++
+		}
+	}
+	if failed > 0 {
+		fmt.Fprintf(a.io.ErrOut, "check failed on %d of %d replicas\n", failed, len(results))
+		return &silentExit{Code: ExitError}
+	}
+	return nil
+}
+
+func stepsView(steps []check.Step) view {
+	t := table{header: []string{"RESULT", "STEP", "DETAIL"}}
+	for _, st := range steps {
+		result, detail := "PASS", st.Detail
+		if !st.OK {
+			result = "FAIL"
+		}
+		if st.Warning != "" {
+			detail += "; WARNING: " + st.Warning
+		}
+		t.rows = append(t.rows, []string{result, st.Name, detail})
+	}
+	return t
+}
+
+// reportSteps says on stderr where a checklist failed, or its warnings, and reports whether it
+// passed; where names the replica, if any ("on replica ID ").
+func (a *app) reportSteps(where string, steps []check.Step) bool {
+	if last := steps[len(steps)-1]; !last.OK {
+		fmt.Fprintf(a.io.ErrOut, "check failed %sat step %q: %s\n", where, last.Name, last.Detail)
+		return false
+	}
+	for _, st := range steps {
+		if st.Warning != "" {
+			fmt.Fprintf(a.io.ErrOut, "check passed %swith a warning at step %q: %s\n", where, st.Name, st.Warning)
+		}
+	}
+	return true
 }

@@ -509,5 +509,5 @@ last good one keeps being served. Interrupt (Ctrl-C) or SIGTERM stops it.`,
 
 // reportStateError tells a running server's user that the state file could not be read.
 func (a *app) reportStateError(err error) {
-	fmt.Fprintf(a.io.ErrOut, "albctl: %s; still serving the last good state\n", describe(err))
+	fmt.Fprintf(a.io.ErrOut, "albctl: %s; still serving the last good state\n", a.describe(err))
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,33 +12,36 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/albctl/albctl/internal/testutil"
+	"github.com/albctl/albctl/pkg/certs"
+	"github.com/albctl/albctl/pkg/check"
 	"github.com/albctl/albctl/pkg/echo"
 	"github.com/albctl/albctl/pkg/echo/echopb"
 	"github.com/albctl/albctl/pkg/serve"
 	"github.com/miekg/dns"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // etcdState starts a one-member etcd on a loopback port the kernel picks, for the test, and
 // returns an etcd:// state location in it.
 func etcdState(t *testing.T) string {
 	t.Helper()
-	e := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0")
+	e := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", nil)
 	t.Cleanup(e.Close)
 	return "etcd://" + e.Clients[0].Addr().String() + "/albctl/test"
 }
 
 // startEmbeddedEtcd runs a one-member etcd with its data in dir on the client and peer
-// addresses given, and waits until it serves.
-func startEmbeddedEtcd(t *testing.T, dir, client, peer string) *embed.Etcd {
+// addresses given, and waits until it serves; with clientTLS, clients reach it over TLS.
+func startEmbeddedEtcd(t *testing.T, dir, client, peer string, clientTLS *transport.TLSInfo) *embed.Etcd {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
@@ -49,6 +51,10 @@ func startEmbeddedEtcd(t *testing.T, dir, client, peer string) *embed.Etcd {
 	c, p := url.URL{Scheme: "http", Host: client}, url.URL{Scheme: "http", Host: peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{c}, []url.URL{c}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{p}, []url.URL{p}
+	if clientTLS != nil {
+		cfg.ListenClientUrls[0].Scheme, cfg.AdvertiseClientUrls[0].Scheme = "https", "https"
+		cfg.ClientTLSInfo = *clientTLS
+	}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
@@ -114,6 +120,132 @@ func TestCommandsOnAnEtcdState(t *testing.T) {
 	}
 }
 
+// TestBadEtcdInput: a document albctl cannot read under the key, an empty prefix, an etcd that
+// does not answer, a CA file that is not PEM and a CA that does not sign etcd's certificate.
+// Each error is one line naming the endpoint and the cause, exit 1, and writes nothing.
+func TestBadEtcdInput(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	loc := etcdState(t)
+	endpoint, _ := etcdEndpoint(t, loc)
+	raw := etcdClient(t, loc)
+	ctx := context.Background()
+	oneLine := func(what string, r result, want ...string) {
+		t.Helper()
+		if r.code != ExitError || !strings.HasPrefix(r.err, "Error: ") || strings.Count(r.err, "\n") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want exit 1 and one line", what, r.code, r.err)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.err, w) {
+				t.Errorf("%s: stderr %q does not say %q", what, r.err, w)
+			}
+		}
+		t.Logf("%s: %s", what, strings.TrimSpace(r.err))
+	}
+	keys := func(prefix string) []string {
+		resp, err := raw.Get(ctx, prefix+"/", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, kv := range resp.Kvs {
+			out = append(out, fmt.Sprintf("%s@%d=%q", kv.Key, kv.ModRevision, kv.Value))
+		}
+		return out
+	}
+	for _, tt := range []struct{ name, doc, want string }{
+		{"corrupt", "not json{", "cannot be used: line 1, column 2"},
+		{"foreign", `{"foo": 1}`, `cannot be used: not an albctl state: no "version" field`},
+	} {
+		prefix := "/albctl/" + tt.name
+		if _, err := raw.Put(ctx, prefix+"/state", tt.doc); err != nil {
+			t.Fatal(err)
+		}
+		before := keys(prefix)
+		at := "etcd://" + endpoint + prefix
+		for _, args := range [][]string{{"servergroup", "list"}, {"lb", "create", "--name", "demo"}, {"state", "export"}} {
+			oneLine(tt.name+": "+strings.Join(args, " "), run(t, at, args...), "etcd state "+at+" (key "+prefix+"/state)", tt.want)
+		}
+		if after := keys(prefix); !slices.Equal(after, before) {
+			t.Errorf("%s: the prefix held %v, now %v", tt.name, before, after)
+		}
+	}
+
+	// A prefix nothing was written under is an empty state, as a missing file is: reads find
+	// nothing and write nothing.
+	empty := "etcd://" + endpoint + "/albctl/typo"
+	if out := mustRun(t, empty, "servergroup", "list"); out != "" {
+		t.Errorf("servergroup list on an empty prefix: %q", out)
+	}
+	oneLine("lb get on an empty prefix", run(t, empty, "lb", "get", "demo"), `load balancer "demo" not found in `+empty+` ('albctl lb list' shows them)`)
+	if got := keys("/albctl/typo"); len(got) != 0 {
+		t.Errorf("reads wrote %v under an empty prefix", got)
+	}
+
+	// Certificates: a CA file that is not PEM fails at once.
+	files := map[string]string{}
+	caCert, caKey, err := certs.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert, serverKey, _, err := certs.Issue(caCert, caKey, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _, err := certs.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"server.pem": serverCert, "server-key.pem": serverKey, "other-ca.pem": otherCA, "not.pem": "not a certificate\n"} {
+		files[name] = filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(files[name], []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tlsEtcd := startEmbeddedEtcd(t, t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", &transport.TLSInfo{CertFile: files["server.pem"], KeyFile: files["server-key.pem"]})
+	t.Cleanup(tlsEtcd.Close)
+	tlsEndpoint := tlsEtcd.Clients[0].Addr().String()
+	oneLine("--etcd-cacert not PEM", run(t, loc, "--etcd-cacert", files["not.pem"], "servergroup", "list"), endpoint, files["not.pem"]+" holds no PEM certificate")
+
+	// etcd that does not answer, and a TLS handshake that fails, fail within the dial timeout:
+	// both at once, to wait for it once.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	var wg sync.WaitGroup
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"a closed port", []string{"--state", "etcd://" + closed + "/albctl/test"}, []string{closed, "connection refused"}},
+		{"the wrong CA", []string{"--state", "etcd://" + tlsEndpoint + "/albctl/test", "--etcd-cacert", files["other-ca.pem"]}, []string{tlsEndpoint, "certificate signed by unknown authority"}},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			var out, errOut bytes.Buffer
+			code := Main(ctx, append(tt.args, "lb", "create", "--name", "demo"), IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+			if took := time.Since(start); took > 8*time.Second {
+				t.Errorf("%s: failed after %v", tt.name, took)
+			}
+			oneLine(tt.name, result{out: out.String(), err: errOut.String(), code: code}, tt.want...)
+		}()
+	}
+	wg.Wait()
+	tlsClient, err := clientv3.New(clientv3.Config{Endpoints: []string{tlsEndpoint}, TLS: &tls.Config{InsecureSkipVerify: true}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tlsClient.Close()
+	if resp, err := tlsClient.Get(ctx, "/albctl/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 0 {
+		t.Errorf("the TLS etcd holds %v keys under /albctl/ (%v)", resp, err)
+	}
+}
+
 // startReplica runs `albctl serve` on an etcd state with args, which name its --admin, until
 // it answers there or the test ends.
 func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *testutil.SyncBuffer) {
@@ -134,6 +266,11 @@ func startReplica(t *testing.T, loc string, args ...string) (*exec.Cmd, *testuti
 	admin := args[slices.Index(args, "--admin")+1]
 	testutil.WaitFor(t, "serve to answer on its admin API", func() bool {
 		return serve.Get(admin, "/healthz", nil) == nil
+	})
+	// serve records itself once its admin API answers.
+	testutil.WaitFor(t, "serve to record itself as a replica", func() bool {
+		r := run(t, loc, "lb", "replicas", "-o", "json")
+		return r.code == ExitOK && strings.Contains(r.out, `"admin": "`+admin+`"`)
 	})
 	return cmd, &stderr
 }
@@ -213,44 +350,33 @@ func TestServeFollowsAnEtcdState(t *testing.T) {
 // TestReplicasOnOneMachine runs two serves of one etcd state on one machine, each on its own
 // loopback address, and calls through both.
 func TestReplicasOnOneMachine(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	loc := etcdState(t)
 	_, b1 := testutil.StartEcho(t, echo.Options{Name: "b1"})
-	port := testutil.FreePort(t)
-	mustRun(t, loc, "lb", "create", "--name", "demo")
-	mustRun(t, loc, "servergroup", "create", "--name", "grpc-backends", "--protocol", "gRPC")
-	mustRun(t, loc, "servergroup", "add-servers", "grpc-backends", "--server", b1)
-	mustRun(t, loc, "cert", "create", "--name", "grpc-example", "--domain", "grpc.example.test", "--domain", "127.0.0.2", "--domain", "127.0.0.3")
-	mustRun(t, loc, "listener", "create", "--lb", "demo", "--port", itoa(port), "--cert", "grpc-example", "--server-group", "grpc-backends")
+	loc, port := replicaState(t, b1)
 	dnsAddr := "127.0.0.1:" + itoa(testutil.FreePort(t))
 	startReplica(t, loc, "--bind-address", "127.0.0.2", "--dns", dnsAddr, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
 	second, _ := startReplica(t, loc, "--bind-address", "127.0.0.3", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
-	third, _ := startReplica(t, loc, "--bind-address", "127.0.0.4", "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
-	replicas := decode[[]struct{ Listeners []string }](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
+	thirdAdmin := "127.0.0.1:" + itoa(testutil.FreePort(t))
+	third, _ := startReplica(t, loc, "--bind-address", "127.0.0.4", "--admin", thirdAdmin)
+	replicas := decode[[]struct {
+		ID, Admin string
+		Listeners []string
+	}](t, mustRun(t, loc, "lb", "replicas", "-o", "json"))
 	var addrs []string
+	thirdID := ""
 	for _, r := range replicas {
 		addrs = append(addrs, r.Listeners...)
+		if r.Admin == thirdAdmin {
+			thirdID = r.ID
+		}
 	}
 	slices.Sort(addrs)
 	if want := []string{"127.0.0.2:" + itoa(port), "127.0.0.3:" + itoa(port), "127.0.0.4:" + itoa(port)}; !slices.Equal(addrs, want) {
 		t.Fatalf("replicas serve %v, want %v", addrs, want)
 	}
-	addrs = addrs[:2] // the calls below go to the replicas whose addresses the certificate names
-	caPEM, err := os.ReadFile(strings.TrimSpace(mustRun(t, loc, "cert", "ca")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	for _, addr := range addrs {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})))
-		if err != nil {
-			t.Fatal(err)
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := echopb.NewEchoClient(cc).UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
+		res, err := replicaClient(t, loc, addr).UnaryEcho(ctx, &echopb.EchoRequest{Message: "hi"})
 		cancel()
-		cc.Close()
 		if err != nil || res.Server != "b1" {
 			t.Fatalf("call through the replica at %s: %v %v", addr, res, err)
 		}
@@ -277,10 +403,29 @@ func TestReplicasOnOneMachine(t *testing.T) {
 		return slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"})
 	})
 
-	// A replica killed outright leaves the answer once its lease ends.
+	// check --all-replicas checks through each replica, and fails on one that died, while its
+	// record lives.
+	verifiedDomain(t, loc)
+	target := "grpc.example.test:" + itoa(port)
+	checkAll := func() (result, []check.ReplicaResult) {
+		r := run(t, loc, "check", target, "albctl.echo.v1.Echo/UnaryEcho", "--all-replicas", "--timeout", "2s", "-o", "json")
+		return r, decode[[]check.ReplicaResult](t, r.out)
+	}
 	killed := time.Now()
 	_ = third.Process.Kill()
 	_ = third.Wait()
+	r, results := checkAll()
+	if r.code != ExitError || len(results) != 3 || !strings.Contains(r.err, "check failed on replica "+thirdID+" at step \"servers\"") ||
+		!strings.HasSuffix(r.err, "check failed on 1 of 3 replicas\n") {
+		t.Fatalf("check --all-replicas with a replica killed: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	for _, res := range results {
+		if res.OK == (res.Replica == thirdID) {
+			t.Fatalf("check --all-replicas: replica %s ok=%v; the killed one is %s\n%s", res.Replica, res.OK, thirdID, r.out)
+		}
+	}
+
+	// A replica killed outright leaves the answer once its lease ends.
 	for !slices.Equal(resolve(), []string{"127.0.0.2", "127.0.0.3"}) {
 		if time.Since(killed) > 10*time.Second+4*time.Second {
 			t.Fatalf("a killed replica still in the answer after %v: %v", time.Since(killed).Round(time.Second), resolve())
@@ -304,10 +449,25 @@ func TestReplicasOnOneMachine(t *testing.T) {
 	}
 
 	// check walks the name to the replicas and says whose view of the servers it reports.
-	verifiedDomain(t, loc)
-	if r := run(t, loc, "check", "grpc.example.test:"+itoa(port), "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
+	if r := run(t, loc, "check", target, "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
 		!strings.Contains(r.out, "127.0.0.2") || !strings.Contains(r.out, "(as replica ") {
 		t.Fatalf("check through the replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r, results = checkAll()
+	if r.code != ExitOK || len(results) != 2 || r.err != "" {
+		t.Fatalf("check --all-replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	for i, bind := range []string{"127.0.0.2", "127.0.0.3"} {
+		if listener := results[i].Steps[2].Detail; !strings.Contains(listener, "served by replica "+results[i].Replica+" at "+bind+":"+itoa(port)) {
+			t.Fatalf("check --all-replicas: listener step %q, want replica %s at %s", listener, results[i].Replica, bind)
+		}
+	}
+	human := mustRun(t, loc, "check", target, "--all-replicas")
+	if strings.Count(human, "Replica") != 2 || strings.Count(human, "PASS\tcall") != 2 {
+		t.Fatalf("check --all-replicas:\n%s", human)
+	}
+	if r := run(t, loc, "check", target, "--all-replicas", "--admin", "127.0.0.1:1"); r.code != ExitUsage {
+		t.Fatalf("check --all-replicas --admin: exit %d %s", r.code, r.err)
 	}
 
 	// probe and dns resolve find the replicas by name too.

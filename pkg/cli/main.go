@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/albctl/albctl/pkg/etcdstore"
 	"github.com/albctl/albctl/pkg/state"
 	"github.com/spf13/cobra"
 )
@@ -52,7 +53,7 @@ func Main(ctx context.Context, args []string, io IOStreams) int {
 		return exit.Code
 	}
 	code := exitCode(err)
-	fmt.Fprintf(io.ErrOut, "Error: %s\n", describe(err))
+	fmt.Fprintf(io.ErrOut, "Error: %s\n", a.describe(err))
 	if code == ExitUsage {
 		fmt.Fprintf(io.ErrOut, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
@@ -179,12 +180,18 @@ var listCommands = map[string]string{
 }
 
 // describe turns the model's errors into the terms of the command line.
-func describe(err error) string {
+func (a *app) describe(err error) string {
 	var notFound *state.NotFoundError
 	if errors.As(err, &notFound) && notFound.In == "" {
-		if list, ok := listCommands[notFound.Kind]; ok {
-			return fmt.Sprintf("%v ('%s' shows them)", err, list)
+		msg := err.Error()
+		if etcdstore.IsLocation(a.statePath) {
+			// A mistyped prefix is an empty state: naming the state shows the mistake.
+			msg += " in " + a.statePath
 		}
+		if list, ok := listCommands[notFound.Kind]; ok {
+			return fmt.Sprintf("%s ('%s' shows them)", msg, list)
+		}
+		return msg
 	}
 	var invalid *state.InvalidError
 	if !errors.As(err, &invalid) {

@@ -4,22 +4,40 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
 // diagnose dials each endpoint as the client would, to say why etcd did not answer: a refused
 // connection, or TLS that one side refuses.
 func diagnose(endpoints []string, tlsConfig *tls.Config, timeout time.Duration) error {
-	var errs []error
+	var errs causes
 	for _, ep := range endpoints {
 		if err := dial(ep, tlsConfig, timeout); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", ep, err))
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
 }
+
+// causes are the endpoints' errors on one line, where errors.Join would take several.
+type causes []error
+
+func (c causes) Error() string {
+	parts := make([]string, len(c))
+	for i, err := range c {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (c causes) Unwrap() []error { return c }
 
 func dial(endpoint string, tlsConfig *tls.Config, timeout time.Duration) error {
 	conn, err := net.DialTimeout("tcp", endpoint, timeout)
@@ -43,6 +61,10 @@ func dial(endpoint string, tlsConfig *tls.Config, timeout time.Duration) error {
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.Handshake(); err != nil {
+		var header tls.RecordHeaderError
+		if errors.Is(err, io.EOF) || errors.As(err, &header) {
+			return fmt.Errorf("TLS handshake: %w: etcd does not serve TLS there", err)
+		}
 		return err
 	}
 	// Under TLS 1.3 the server checks the client's certificate after the client has finished

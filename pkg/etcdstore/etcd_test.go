@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +15,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
+	"github.com/albctl/albctl/internal/testutil"
 	"github.com/albctl/albctl/pkg/state"
 	"github.com/albctl/albctl/pkg/state/storetest"
 )
@@ -169,6 +167,21 @@ func TestUpdateThatChangesNothingDoesNotWrite(t *testing.T) {
 	}
 }
 
+// TestLoadRevisionIsTheDocuments: the revision is the document's, not etcd's, which other keys
+// move: replicas that applied one document record one revision.
+func TestLoadRevisionIsTheDocuments(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx := context.Background()
+	if _, err := s.Update(ctx, createLB("first")); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s.prefix()+"/replicas/other", []byte("{}"))
+	_, rev, err := s.LoadRevision(ctx)
+	if _, modRev := get(t, s.key); err != nil || rev != modRev {
+		t.Fatalf("LoadRevision = %d (%v), want the document's %d", rev, err, modRev)
+	}
+}
+
 // TestUpdateGivesUpUnderConstantChange has another writer commit during every attempt.
 func TestUpdateGivesUpUnderConstantChange(t *testing.T) {
 	s := open(t, sharedOptions())
@@ -199,6 +212,7 @@ func TestUpdateGivesUpUnderConstantChange(t *testing.T) {
 type watcher struct {
 	applied  chan applied
 	reported chan error
+	resumed  chan int64
 	done     chan struct{}
 	cancel   context.CancelFunc
 }
@@ -211,10 +225,10 @@ type applied struct {
 func startWatch(t *testing.T, s *Store, after int64) *watcher {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{applied: make(chan applied, 10), reported: make(chan error, 10), done: make(chan struct{}), cancel: cancel}
+	w := &watcher{applied: make(chan applied, 10), reported: make(chan error, 10), resumed: make(chan int64, 10), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(w.done)
-		s.Watch(ctx, after, func(st *state.State, rev int64) { w.applied <- applied{st, rev} }, func(err error) { w.reported <- err })
+		s.Watch(ctx, after, func(st *state.State, rev int64) { w.applied <- applied{st, rev} }, func(err error) { w.reported <- err }, func(rev int64) { w.resumed <- rev })
 	}()
 	t.Cleanup(func() { w.stop(t) })
 	return w
@@ -348,76 +362,13 @@ func TestWatchReportsBadAndDeletedDocuments(t *testing.T) {
 	}
 }
 
-// proxy forwards loopback connections to etcd, and can cut them all, as a network would.
-type proxy struct {
-	target, addr string
-	mu           sync.Mutex
-	listener     net.Listener
-	conns        []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{target: target, addr: l.Addr().String()}
-	p.serve(l)
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *proxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.listener = l
-	p.mu.Unlock()
-	go func() {
-		for {
-			down, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				down.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, down, up)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(up, down); up.Close() }()
-			go func() { _, _ = io.Copy(down, up); down.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.listener.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) restore(t *testing.T) {
-	t.Helper()
-	l, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(l)
-}
-
 func TestWatchOutlivesLosingEtcd(t *testing.T) {
 	ctx := context.Background()
 	direct := sharedOptions()
 	writer := open(t, direct)
 	viaProxy := direct
-	p := startProxy(t, shared.endpoint)
-	viaProxy.Endpoints = []string{p.addr}
+	p := testutil.StartTCPProxy(t, shared.endpoint)
+	viaProxy.Endpoints = []string{p.Addr}
 	s := open(t, viaProxy)
 	s.probeInterval = 250 * time.Millisecond
 	_, rev, err := s.LoadRevision(ctx)
@@ -430,8 +381,9 @@ func TestWatchOutlivesLosingEtcd(t *testing.T) {
 	}
 	w.expectApply(t, time.Second)
 
-	p.cut()
-	if err := w.expectReport(t, 3*time.Second); !strings.Contains(err.Error(), "does not answer") {
+	p.Cut()
+	var lost *UnreachableError
+	if err := w.expectReport(t, 3*time.Second); !errors.As(err, &lost) || !strings.Contains(err.Error(), "does not answer") {
 		t.Fatalf("lost etcd reported as %v", err)
 	}
 	if _, err := writer.Update(ctx, createLB("during")); err != nil {
@@ -439,10 +391,19 @@ func TestWatchOutlivesLosingEtcd(t *testing.T) {
 	}
 	w.expectNothing(t, time.Second) // the loss is reported once
 
-	p.restore(t)
-	if a := w.expectApply(t, 10*time.Second); len(a.state.LoadBalancers) != 2 {
+	p.Restore(t)
+	a := w.expectApply(t, 10*time.Second)
+	if len(a.state.LoadBalancers) != 2 {
 		t.Fatalf("after etcd came back applied %d load balancers, want 2", len(a.state.LoadBalancers))
 	}
-	p.cut()
+	select {
+	case rev := <-w.resumed:
+		if rev != a.rev {
+			t.Fatalf("resumed at revision %d, want %d, the one applied", rev, a.rev)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the watch did not say it resumed")
+	}
+	p.Cut()
 	w.stop(t) // cancel ends Watch while etcd is away, too
 }

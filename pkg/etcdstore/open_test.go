@@ -73,6 +73,7 @@ func TestLocationRoundTrips(t *testing.T) {
 }
 
 func TestOpenRefusesIncompleteOptions(t *testing.T) {
+	notPEM := writeFiles(t, map[string]string{"ca.pem": "not a certificate\n"})["ca.pem"]
 	for _, tt := range []struct {
 		opts Options
 		want string
@@ -82,23 +83,29 @@ func TestOpenRefusesIncompleteOptions(t *testing.T) {
 		{Options{Endpoints: []string{shared.endpoint}, Prefix: "/albctl", User: "albctl"}, "a user name and a password go together"},
 		{Options{Endpoints: []string{shared.endpoint}, Prefix: "/albctl", Cert: "client.pem"}, "needs both its certificate file and its key file"},
 		{Options{Endpoints: []string{shared.endpoint}, Prefix: "/albctl", CACert: "missing.pem"}, "missing.pem"},
+		{Options{Endpoints: []string{shared.endpoint}, Prefix: "/albctl", CACert: notPEM}, notPEM + " holds no PEM certificate"},
 	} {
 		if _, err := Open(tt.opts); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Open(%+v) error = %v, want %q", tt.opts, err, tt.want)
+		} else if len(tt.opts.Endpoints) > 0 && tt.opts.Prefix == "/albctl" && !strings.Contains(err.Error(), shared.endpoint) {
+			t.Errorf("Open(%+v) error = %v, want one naming the endpoint", tt.opts, err)
 		}
 	}
 }
 
 func TestOpenSaysWhyEtcdDoesNotAnswer(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var closed []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed = append(closed, l.Addr().String())
+		l.Close()
 	}
-	closed := l.Addr().String()
-	l.Close()
-	_, err = Open(Options{Endpoints: []string{closed}, Prefix: "/albctl", DialTimeout: 300 * time.Millisecond})
-	if err == nil || !strings.Contains(err.Error(), "no answer within 300ms") || !strings.Contains(err.Error(), "connection refused") {
-		t.Fatalf("error = %v, want one saying the connection was refused", err)
+	_, err := Open(Options{Endpoints: closed, Prefix: "/albctl", DialTimeout: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "no answer within 300ms") || strings.Count(err.Error(), "connection refused") != 2 || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("error = %q, want one line saying each endpoint refused the connection", err)
 	}
 	t.Log(err)
 }
@@ -189,12 +196,13 @@ func TestTLS(t *testing.T) {
 		{"plain text", base, "etcd expects TLS"},
 		{"no client certificate", noClientCert, "certificate required"},
 		{"unknown server CA", wrongCA, "certificate signed by unknown authority"},
+		{"TLS to plain text", Options{Endpoints: []string{shared.endpoint}, Prefix: "/albctl/tls", CACert: files["ca.pem"], DialTimeout: base.DialTimeout}, "etcd does not serve TLS there"},
 	} {
 		s, err := Open(tt.opts)
 		if err == nil {
 			s.Close()
 		}
-		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), base.Endpoints[0]) {
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), tt.opts.Endpoints[0]) {
 			t.Errorf("%s: error = %v, want one naming the endpoint and %q", tt.name, err, tt.want)
 		}
 		t.Logf("%s: %v", tt.name, err)

@@ -9,9 +9,12 @@ package etcdstore
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"time"
 
@@ -19,6 +22,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -31,6 +36,11 @@ const maxAttempts = 20
 
 // defaultDialTimeout bounds Open's first request when Options.DialTimeout is zero.
 const defaultDialTimeout = 5 * time.Second
+
+// reconnectBackoff spaces the attempts to reach etcd again after it was lost. gRPC's default
+// grows to two minutes, which would keep a serve on an old configuration that long after etcd
+// came back; a few clients of one etcd can afford to try every 2 s.
+var reconnectBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
 
 // Options say where the store is and how to reach it.
 type Options struct {
@@ -65,11 +75,16 @@ func Open(opts Options) (*Store, error) {
 	if err := checkPrefix(opts.Prefix); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
 	}
+	s := &Store{
+		key:           opts.Prefix + "/state",
+		location:      scheme + strings.Join(opts.Endpoints, ",") + opts.Prefix,
+		probeInterval: 2 * time.Second,
+	}
 	if (opts.User == "") != (opts.Password == "") {
-		return nil, errors.New("etcd store: a user name and a password go together")
+		return nil, fmt.Errorf("connect to %s: a user name and a password go together", s.location)
 	}
 	if (opts.Cert == "") != (opts.Key == "") {
-		return nil, errors.New("etcd store: a client certificate needs both its certificate file and its key file")
+		return nil, fmt.Errorf("connect to %s: a client certificate needs both its certificate file and its key file", s.location)
 	}
 	timeout := opts.DialTimeout
 	if timeout <= 0 {
@@ -82,18 +97,16 @@ func Open(opts Options) (*Store, error) {
 		DialTimeout: timeout,
 		// The store's own errors say what failed; the client's retry logs would only add noise.
 		Logger: zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: reconnectBackoff, MinConnectTimeout: defaultDialTimeout,
+		})},
 	}
 	if opts.CACert != "" || opts.Cert != "" {
-		tlsConfig, err := transport.TLSInfo{CertFile: opts.Cert, KeyFile: opts.Key, TrustedCAFile: opts.CACert}.ClientConfig()
+		tlsConfig, err := tlsConfig(opts)
 		if err != nil {
-			return nil, fmt.Errorf("etcd store: TLS: %w", err)
+			return nil, fmt.Errorf("connect to %s: %w", s.location, err)
 		}
 		cfg.TLS = tlsConfig
-	}
-	s := &Store{
-		key:           opts.Prefix + "/state",
-		location:      scheme + strings.Join(opts.Endpoints, ",") + opts.Prefix,
-		probeInterval: 5 * time.Second,
 	}
 	client, err := connect(cfg, s.key)
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -108,6 +121,25 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.client = client
 	return s, nil
+}
+
+// tlsConfig reads the PEM files the options name. etcd's loader takes a CA file without a
+// certificate in it as an empty pool, which then refuses every server: that is said here instead.
+func tlsConfig(opts Options) (*tls.Config, error) {
+	if opts.CACert != "" {
+		data, err := os.ReadFile(opts.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("CA certificate: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("CA certificate %s holds no PEM certificate", opts.CACert)
+		}
+	}
+	cfg, err := transport.TLSInfo{CertFile: opts.Cert, KeyFile: opts.Key, TrustedCAFile: opts.CACert}.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	return cfg, nil
 }
 
 // connect returns a client once etcd has answered it; the client alone connects lazily.
@@ -137,8 +169,9 @@ func (s *Store) Load(ctx context.Context) (*state.State, error) {
 	return st, err
 }
 
-// LoadRevision reads the document and returns etcd's revision at the time of reading, from which
-// Watch can follow later changes.
+// LoadRevision reads the document and returns the revision it was written at, from which Watch
+// can follow later changes; with no document, etcd's revision at the time of reading. Every
+// reader of one document gets the same revision, whatever else etcd holds.
 func (s *Store) LoadRevision(ctx context.Context) (*state.State, int64, error) {
 	resp, err := s.client.Get(ctx, s.key)
 	if err != nil {
@@ -147,11 +180,22 @@ func (s *Store) LoadRevision(ctx context.Context) (*state.State, int64, error) {
 	if len(resp.Kvs) == 0 {
 		return state.New(), resp.Header.Revision, nil
 	}
-	st, err := state.Decode(s.location, resp.Kvs[0].Value)
+	st, err := s.decode(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, 0, err
 	}
-	return st, resp.Header.Revision, nil
+	return st, resp.Kvs[0].ModRevision, nil
+}
+
+// decode reads the document the key holds.
+func (s *Store) decode(data []byte) (*state.State, error) {
+	st, err := state.Decode(s.location, data)
+	var corrupt *state.CorruptError
+	if errors.As(err, &corrupt) {
+		corrupt.Where = "etcd state " + s.location + " (key " + s.key + ")"
+		corrupt.Fix = "fix the key, or delete it to start afresh"
+	}
+	return st, err
 }
 
 // ConflictError is an Update that found the document changed by other writers every time it was
@@ -215,7 +259,7 @@ func (s *Store) apply(old []byte, change func(*state.State) error) (*state.State
 	st := state.New()
 	if old != nil {
 		var err error
-		if st, err = state.Decode(s.location, old); err != nil {
+		if st, err = s.decode(old); err != nil {
 			return nil, nil, err
 		}
 	}

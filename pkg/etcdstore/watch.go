@@ -15,10 +15,11 @@ import (
 // Watch hands each good document written after revision after (from LoadRevision) to apply,
 // with the revision it was written at, until ctx is done or the store is closed. A document that
 // cannot be read, a deleted key, and the loss of etcd go to report instead, and apply is not
-// called: whatever serves from it keeps the last good state. etcd's loss is reported once; the
-// watch resumes by itself when etcd is back.
-func (s *Store) Watch(ctx context.Context, after int64, apply func(*state.State, int64), report func(error)) {
-	w := &watch{store: s, apply: apply, report: report, rev: after, present: true}
+// called: whatever serves from it keeps the last good state. etcd's loss is reported once, as an
+// *UnreachableError; the watch resumes by itself when etcd is back, and then calls resumed once
+// with the revision it has caught up to.
+func (s *Store) Watch(ctx context.Context, after int64, apply func(*state.State, int64), report func(error), resumed func(int64)) {
+	w := &watch{store: s, apply: apply, report: report, resumed: resumed, rev: after, present: true}
 	// Without this, a watch on a member cut off from the others would wait silently.
 	ctx = clientv3.WithRequireLeader(ctx)
 	for {
@@ -38,9 +39,10 @@ func (s *Store) Watch(ctx context.Context, after int64, apply func(*state.State,
 }
 
 type watch struct {
-	store  *Store
-	apply  func(*state.State, int64)
-	report func(error)
+	store   *Store
+	apply   func(*state.State, int64)
+	report  func(error)
+	resumed func(int64)
 	// rev is the revision up to which the watch has seen every change.
 	rev int64
 	// present is whether the key held a document when last seen.
@@ -79,25 +81,31 @@ func (w *watch) follow(ctx context.Context) error {
 			if err := resp.Err(); err != nil {
 				return err
 			}
-			answered, w.down = true, false
-			if resp.IsProgressNotify() {
-				// An answer on the same stream: nothing changed up to its revision.
-				w.rev = resp.Header.Revision
-				continue
-			}
-			if len(resp.Events) == 0 {
-				continue
-			}
-			// Only the newest of a batch matters: it is what the key holds now.
-			ev := resp.Events[len(resp.Events)-1]
-			w.rev = ev.Kv.ModRevision
-			if ev.Type == clientv3.EventTypeDelete {
-				w.gone()
-				continue
-			}
-			w.deliver(ev.Kv.Value, ev.Kv.ModRevision)
+			answered = true
+			w.handle(resp)
+			w.back()
 		}
 	}
+}
+
+// handle takes one answer of the watch: a change of the key, or progress.
+func (w *watch) handle(resp clientv3.WatchResponse) {
+	if resp.IsProgressNotify() {
+		// An answer on the same stream: nothing changed up to its revision.
+		w.rev = resp.Header.Revision
+		return
+	}
+	if len(resp.Events) == 0 {
+		return
+	}
+	// Only the newest of a batch matters: it is what the key holds now.
+	ev := resp.Events[len(resp.Events)-1]
+	w.rev = ev.Kv.ModRevision
+	if ev.Type == clientv3.EventTypeDelete {
+		w.gone()
+		return
+	}
+	w.deliver(ev.Kv.Value, ev.Kv.ModRevision)
 }
 
 // resync reads the document after a compaction and delivers it if it changed since w.rev.
@@ -106,7 +114,7 @@ func (w *watch) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.down = false
+	defer w.back()
 	rev := w.rev
 	w.rev = resp.Header.Revision
 	switch {
@@ -122,7 +130,7 @@ func (w *watch) resync(ctx context.Context) error {
 
 func (w *watch) deliver(data []byte, rev int64) {
 	w.present = true
-	st, err := state.Decode(w.store.location, data)
+	st, err := w.store.decode(data)
 	if err != nil {
 		w.report(err)
 		return
@@ -135,10 +143,30 @@ func (w *watch) gone() {
 	w.report(fmt.Errorf("state at %s is gone: key %s holds no document", w.store.location, w.store.key))
 }
 
+// UnreachableError is the loss of etcd, as Watch reports it.
+type UnreachableError struct {
+	Location string
+	Err      error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("etcd at %s does not answer; the watch resumes when it does: %v", e.Location, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 func (w *watch) lost(err error) {
 	if w.down {
 		return
 	}
 	w.down = true
-	w.report(fmt.Errorf("etcd at %s does not answer; the watch resumes when it does: %w", w.store.location, err))
+	w.report(&UnreachableError{Location: w.store.location, Err: err})
+}
+
+// back is called after each answer from etcd: the first after a reported loss says so.
+func (w *watch) back() {
+	if w.down {
+		w.down = false
+		w.resumed(w.rev)
+	}
 }

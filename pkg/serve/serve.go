@@ -175,7 +175,14 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			log.Info("state reloaded", "state", opts.Store.Location())
 		}, func(err error) {
+			var lost *etcdstore.UnreachableError
+			if errors.As(err, &lost) {
+				log.Error("etcd unreachable; still serving the last configuration", "err", err)
+				return
+			}
 			log.Error("state unreadable; still serving the last good configuration", "err", err)
+		}, func(rev int64) {
+			log.Info("etcd answers again; caught up", "state", opts.Store.Location(), "revision", rev)
 		})
 	}()
 
@@ -195,20 +202,25 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
+// followFunc follows a state's changes until ctx is done: each good document goes to apply
+// with its revision, what cannot be read to report, and resumed is called when an etcd state
+// answers again after its loss was reported.
+type followFunc func(ctx context.Context, apply func(*state.State, int64), report func(error), resumed func(int64))
+
 // load reads the state and returns the function that follows its changes: a state file is
 // checked every interval, an etcd state is watched. Revisions are etcd's, 0 for a file.
-func load(ctx context.Context, store state.Store, interval time.Duration) (*state.State, int64, func(context.Context, func(*state.State, int64), func(error)), error) {
+func load(ctx context.Context, store state.Store, interval time.Duration) (*state.State, int64, followFunc, error) {
 	switch st := store.(type) {
 	case *state.FileStore:
 		seen := st.Stat()
 		s, err := st.Load(ctx)
-		return s, 0, func(ctx context.Context, apply func(*state.State, int64), report func(error)) {
+		return s, 0, func(ctx context.Context, apply func(*state.State, int64), report func(error), _ func(int64)) {
 			st.Watch(ctx, seen, interval, func(s *state.State) { apply(s, 0) }, report)
 		}, err
 	case *etcdstore.Store:
 		s, rev, err := st.LoadRevision(ctx)
-		return s, rev, func(ctx context.Context, apply func(*state.State, int64), report func(error)) {
-			st.Watch(ctx, rev, apply, report)
+		return s, rev, func(ctx context.Context, apply func(*state.State, int64), report func(error), resumed func(int64)) {
+			st.Watch(ctx, rev, apply, report, resumed)
 		}, err
 	}
 	return nil, 0, nil, fmt.Errorf("serve cannot follow the state at %s", store.Location())

@@ -39,15 +39,22 @@ func NewFileStore(path string) *FileStore { return &FileStore{path: path} }
 // Location returns the file's path.
 func (f *FileStore) Location() string { return f.path }
 
-// CorruptError is a state file that cannot be read as a document of this version. The file is
-// left untouched.
+// CorruptError is a stored document that cannot be read as a document of this version. The
+// store leaves it untouched.
 type CorruptError struct {
-	Path string
+	Path string // the state file, or the location of another store
 	Err  error
+	// Where names the document and Fix the way out, for a store other than a file; empty, they
+	// speak of the state file at Path.
+	Where, Fix string
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("state file %s cannot be used: %v (albctl does not change it; fix it, or move it away to start afresh)", e.Path, e.Err)
+	where, fix := "state file "+e.Path, "fix it, or move it away to start afresh"
+	if e.Where != "" {
+		where, fix = e.Where, e.Fix
+	}
+	return fmt.Sprintf("%s cannot be used: %v (albctl does not change it; %s)", where, e.Err, fix)
 }
 
 func (e *CorruptError) Unwrap() error { return e.Err }
@@ -74,7 +81,7 @@ func Decode(path string, data []byte) (*State, error) {
 		return nil, &CorruptError{Path: path, Err: describeJSONError(data, err)}
 	}
 	if head.Version == nil {
-		return nil, &CorruptError{Path: path, Err: errors.New(`no "version" field`)}
+		return nil, &CorruptError{Path: path, Err: errors.New(`not an albctl state: no "version" field`)}
 	}
 	if *head.Version != Version {
 		return nil, &CorruptError{Path: path, Err: fmt.Errorf("version %d, but this albctl reads version %d", *head.Version, Version)}

@@ -175,6 +175,7 @@ func testCorruptDocuments(t *testing.T, h Harness) {
 		{"bad JSON", "{\n  \"version\": 1,\n  oops\n}", "line 3, column 3"},
 		{"unknown field", `{"version": 1, "pools": []}`, `unknown field "pools"`},
 		{"other version", `{"version": 2}`, "version 2, but this albctl reads version 1"},
+		{"another program's JSON", `{"foo": 1}`, `not an albctl state: no "version" field`},
 	} {
 		h.WriteRaw([]byte(doc.content))
 		_, loadErr := h.Store.Load(ctx)
