@@ -22,10 +22,11 @@ import (
 )
 
 // BenchmarkGRPCWebVsNative measures 1 KiB unary calls, 50 in flight, through one listener that
-// takes both gRPC and gRPC-Web, with the access log on as serve runs it: native gRPC from
-// grpc-go and from connect-go, and gRPC-Web binary (connect-go) and text (as browsers' default
-// client sends it). The clients take turns for five rounds of a second each; it reports each
-// one's median calls/s and gRPC-Web's ratios to native. Run it alone:
+// takes gRPC, gRPC-Web and Connect, with the access log on as serve runs it: native gRPC from
+// grpc-go and from connect-go, gRPC-Web binary (connect-go) and text (as browsers' default
+// client sends it), and Connect (connect-go). The clients take turns for five rounds of a second
+// each; it reports each one's median calls/s and the web protocols' ratios to native. Run it
+// alone:
 //
 //	go test -run '^$' -bench GRPCWebVsNative ./pkg/proxy/
 func BenchmarkGRPCWebVsNative(b *testing.B) {
@@ -61,6 +62,7 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 		{"connect-grpc", connectClient(connect.WithGRPC())},
 		{"grpc-web", connectClient(connect.WithGRPCWeb())},
 		{"grpc-web-text", func() error { return textCall(hc, addr, textBody) }},
+		{"connect", connectClient()},
 	}
 	rates := make([][]float64, len(clients))
 	for range 5 {
@@ -83,6 +85,7 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 	b.ReportMetric(median(rates[2])/median(rates[0]), "grpc-web/grpc-go")
 	b.ReportMetric(median(rates[2])/median(rates[1]), "grpc-web/connect-grpc")
 	b.ReportMetric(median(rates[3])/median(rates[0]), "grpc-web-text/grpc-go")
+	b.ReportMetric(median(rates[4])/median(rates[1]), "connect/connect-grpc")
 }
 
 // textCall is one grpc-web-text unary call, as browsers' gRPC-Web client makes it.

@@ -125,7 +125,7 @@ const (
 const (
 	fbPath       = 3 << 0 // as fvPath
 	fbType       = 3 << 2 // grpc-web, grpc-web+proto, grpc-web-text, grpc-web-text+proto; for a preflight, what it asks
-	fbAcceptText = 1 << 4
+	fbAcceptText = 1 << 4 // for the text types, which need no Accept: Connect, unary or stream
 	fbOrigin     = 3 << 5 // none, allowed, allowed by a wildcard, refused
 	fbPreflight  = 1 << 7 // OPTIONS
 )
@@ -142,7 +142,7 @@ const (
 // fuzzPingBytes starts the payload of the client's PINGs for fuzzOpSync.
 const fuzzPingBytes = "fz"
 
-var fuzzWeb = &grpcweb.Config{GRPCWeb: true, Origins: []string{"https://app.fuzz.test", "https://*.pages.fuzz.test"}, AllowHeaders: []string{"x-fuzz"}, MaxAge: time.Minute}
+var fuzzWeb = &grpcweb.Config{GRPCWeb: true, Connect: true, Origins: []string{"https://app.fuzz.test", "https://*.pages.fuzz.test"}, AllowHeaders: []string{"x-fuzz"}, MaxAge: time.Minute}
 
 // fuzzOrigins are what fbOrigin picks.
 var fuzzOrigins = [4]string{"", "https://app.fuzz.test", "https://a.pages.fuzz.test", "https://evil.test"}
@@ -470,6 +470,7 @@ type fuzzClient struct {
 // a preflight.
 type webStream struct {
 	preflight bool
+	connect   grpcweb.Mode // ConnectUnary or ConnectStream for a Connect call
 	headers   bool
 	text      bool // the response is in base64
 	data      bool
@@ -573,6 +574,14 @@ func (cc *fuzzClient) webHeaders(f *http2.MetaHeadersFrame) {
 		if status != "204" && status != "403" {
 			cc.bad = fmt.Errorf("stream %d: a preflight answered with status %s", f.StreamID, status)
 		}
+	case ws.connect == grpcweb.ConnectUnary:
+		if (status == "200") != (ct == "application/proto") || status != "200" && ct != "application/json" {
+			cc.bad = fmt.Errorf("stream %d: a Connect unary call answered with status %s, content-type %q", f.StreamID, status, ct)
+		}
+	case ws.connect == grpcweb.ConnectStream:
+		if status != "200" || ct != "application/connect+proto" || f.StreamEnded() {
+			cc.bad = fmt.Errorf("stream %d: a Connect stream answered with status %s, content-type %q, ended %v", f.StreamID, status, ct, f.StreamEnded())
+		}
 	case status != "200" || !strings.HasPrefix(ct, "application/grpc-web"):
 		cc.bad = fmt.Errorf("stream %d: a gRPC-Web call answered with status %s, content-type %q", f.StreamID, status, ct)
 	case f.StreamEnded() && !sawStatus:
@@ -598,7 +607,7 @@ func (cc *fuzzClient) webData(f *http2.DataFrame) {
 	case !ws.headers:
 		cc.bad = fmt.Errorf("stream %d: DATA before the response headers", f.StreamID)
 		return
-	case ws.preflight || ws.body == nil:
+	case ws.preflight || ws.body == nil || ws.connect == grpcweb.ConnectUnary:
 		return
 	case len(ws.body)+len(f.Data()) > 4<<20:
 		ws.body = nil
@@ -606,13 +615,19 @@ func (cc *fuzzClient) webData(f *http2.DataFrame) {
 	}
 	ws.body = append(ws.body, f.Data()...)
 	if f.StreamEnded() {
-		if err := checkWebBody(ws.body, ws.text); err != nil {
+		if err := checkWebBody(ws.body, ws.text, ws.connect == grpcweb.ConnectStream); err != nil {
 			cc.bad = fmt.Errorf("stream %d: %v", f.StreamID, err)
 		}
 	}
 }
 
-func checkWebBody(body []byte, text bool) error {
+// checkWebBody checks that a gRPC-Web body, or a Connect stream's, is whole
+// messages ending with one status frame.
+func checkWebBody(body []byte, text, connect bool) error {
+	statusFlag := byte(0x80)
+	if connect {
+		statusFlag = 0x02
+	}
 	if text {
 		var d grpcweb.TextDecoder
 		var err error
@@ -628,7 +643,7 @@ func checkWebBody(body []byte, text bool) error {
 		if uint64(len(body)-5) < n {
 			break
 		}
-		last := body[0]&0x80 != 0
+		last := body[0]&statusFlag != 0
 		body = body[5+n:]
 		if last && len(body) > 0 {
 			return errors.New("a gRPC-Web body goes on after its status frame")
@@ -866,6 +881,7 @@ func (cc *fuzzClient) webRequest(flags byte, sid uint32, v byte) {
 	fields := []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"},
 		{Name: ":path", Value: fuzzPaths[v&fbPath]}, {Name: ":authority", Value: "localhost"}}
 	add := func(name, value string) { fields = append(fields, hpack.HeaderField{Name: name, Value: value}) }
+	var connect grpcweb.Mode
 	if v&fbPreflight != 0 {
 		fields[0].Value = "OPTIONS"
 		ask := [4][2]string{{"POST", "content-type,x-grpc-web"}, {"POST", "x-fuzz, authorization"}, {"PUT", ""}, {"", ""}}[v&fbType>>2]
@@ -876,10 +892,19 @@ func (cc *fuzzClient) webRequest(flags byte, sid uint32, v byte) {
 			add("access-control-request-headers", ask[1])
 		}
 	} else {
-		add("content-type", [4]string{"application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text", "application/grpc-web-text+proto"}[v&fbType>>2])
-		add("x-grpc-web", "1")
-		if v&fbAcceptText != 0 {
-			add("accept", "application/grpc-web-text")
+		typ := v & fbType >> 2
+		switch {
+		case v&fbAcceptText != 0 && typ >= 2:
+			connect = [2]grpcweb.Mode{grpcweb.ConnectUnary, grpcweb.ConnectStream}[typ-2]
+			add("content-type", [2]string{"application/proto", "application/connect+proto"}[typ-2])
+			add("connect-protocol-version", "1")
+			add("connect-timeout-ms", "5000")
+		default:
+			add("content-type", [4]string{"application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text", "application/grpc-web-text+proto"}[typ])
+			add("x-grpc-web", "1")
+			if v&fbAcceptText != 0 {
+				add("accept", "application/grpc-web-text")
+			}
 		}
 	}
 	if o := fuzzOrigins[v&fbOrigin>>5]; o != "" {
@@ -888,7 +913,7 @@ func (cc *fuzzClient) webRequest(flags byte, sid uint32, v byte) {
 	// Only a stream this request opens answers as gRPC-Web.
 	if id := sid & (1<<31 - 1); !cc.used[id] {
 		cc.mu.Lock()
-		cc.web[id] = &webStream{preflight: v&fbPreflight != 0}
+		cc.web[id] = &webStream{preflight: v&fbPreflight != 0, connect: connect}
 		cc.mu.Unlock()
 	}
 	cc.headerFrames(flags, sid, fields)
