@@ -407,3 +407,39 @@ func TestWatchOutlivesLosingEtcd(t *testing.T) {
 	p.Cut()
 	w.stop(t) // cancel ends Watch while etcd is away, too
 }
+
+// TestWatchReplicasSeesRecordsComeAndGo registers, updates and closes a replica's record and
+// checks that a watcher of the records hears of each, as it happens.
+func TestWatchReplicasSeesRecordsComeAndGo(t *testing.T) {
+	s := open(t, sharedOptions())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed := make(chan struct{}, 16)
+	go s.WatchReplicas(ctx, func() { changed <- struct{}{} })
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no change heard after %s", what)
+		}
+	}
+	wait("the watch began")
+	r, err := s.Register(ctx, "r1", []byte(`{"id":"r1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait("a replica registered")
+	if got, _ := s.Replicas(ctx); string(got["r1"]) != `{"id":"r1"}` {
+		t.Fatalf("records %q", got)
+	}
+	if err := r.Update(ctx, []byte(`{"id":"r1","revision":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	wait("its record changed")
+	r.Close()
+	wait("it deregistered")
+	if got, _ := s.Replicas(ctx); len(got) != 0 {
+		t.Fatalf("records after deregistering: %q", got)
+	}
+}

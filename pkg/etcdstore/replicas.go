@@ -127,3 +127,23 @@ func (s *Store) Replicas(ctx context.Context) (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// WatchReplicas calls changed when a replica's record is written or goes (deregistered, or its
+// lease ended), until ctx is done; also at the start and each time the watch is made anew after
+// etcd was away, as records may have changed meanwhile.
+func (s *Store) WatchReplicas(ctx context.Context, changed func()) {
+	dir := s.prefix() + "/replicas/"
+	ctx = clientv3.WithRequireLeader(ctx)
+	for ctx.Err() == nil && s.client.Ctx().Err() == nil {
+		changed()
+		for resp := range s.client.Watch(ctx, dir, clientv3.WithPrefix()) {
+			if resp.Err() != nil {
+				break
+			}
+			if len(resp.Events) > 0 {
+				changed()
+			}
+		}
+		_ = pause(ctx, s.probeInterval)
+	}
+}

@@ -100,26 +100,28 @@ func Replicas(ctx context.Context, st *etcdstore.Store) ([]Replica, error) {
 	return out, nil
 }
 
-// replicaPoll is how often a replica with DNS reads the live replicas for its answers: a
-// replica that dies leaves them within its lease's TTL and this.
-const replicaPoll = 2 * time.Second
-
 // answerReplicas keeps the DNS server's answers for load balancers' names to the addresses of
-// the live replicas that serve them, until ctx is done.
+// the live replicas that serve them, until ctx is done. It reads the replicas whenever a record
+// changes, so a replica that stops leaves the answers as soon as its record goes.
 func (srv *Server) answerReplicas(ctx context.Context, st *etcdstore.Store) {
-	tick := time.NewTicker(replicaPoll)
-	defer tick.Stop()
+	changed := make(chan struct{}, 1)
+	go st.WatchReplicas(ctx, func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
 		if replicas, err := Replicas(ctx, st); err == nil {
 			srv.mu.Lock()
 			s := srv.current
 			srv.mu.Unlock()
 			srv.dns.SetLBAddresses(LBAddresses(s, replicas))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
 		}
 	}
 }
