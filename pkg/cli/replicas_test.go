@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -262,8 +263,10 @@ func TestReplicasApplyChangesUnderLoad(t *testing.T) {
 	loc, port := replicaState(t, first)
 	binds := []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"}
 	var clients []echopb.EchoClient
+	var replicas []*exec.Cmd
 	for _, bind := range binds {
-		startReplica(t, loc, "--bind-address", bind, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
+		cmd, _ := startReplica(t, loc, "--bind-address", bind, "--admin", "127.0.0.1:"+itoa(testutil.FreePort(t)))
+		replicas = append(replicas, cmd)
 		clients = append(clients, replicaClient(t, loc, bind+":"+itoa(port)))
 	}
 	raw := etcdClient(t, loc)
@@ -341,6 +344,16 @@ func TestReplicasApplyChangesUnderLoad(t *testing.T) {
 			t.Errorf("the last listener added, on %s: %v", bind, err)
 		}
 	}
+
+	// One replica killed outright: the other two go on without a failed call.
+	survivors := startLoad(t, clients[:2]...)
+	time.Sleep(200 * time.Millisecond)
+	_ = replicas[2].Process.Kill()
+	_ = replicas[2].Wait()
+	time.Sleep(time.Second)
+	survivors.finish()
+	survivors.check(t)
+	t.Logf("a replica killed: the other two took %d calls, %d failed", survivors.calls.Load(), survivors.failed.Load())
 }
 
 // TestReplicasOutliveEtcdOutage cuts etcd off from two replicas for 10 s: they keep serving
