@@ -65,6 +65,7 @@ func (r *runner) dial(ctx context.Context) (*grpc.ClientConn, error) {
 		}
 	}
 
+	r.tlsConf, r.addr = tlsConf, addr
 	var opts []grpc.DialOption
 	if addr != "" {
 		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type options struct {
 	userAgent               string
 	verbose, veryVerbose    bool
 	resolver                string
+	protocol, origin        string
 
 	// From the positional arguments.
 	target string
@@ -106,6 +108,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.verbose, "v", false, "Verbose: connection details, metadata, headers and trailers.")
 	fs.BoolVar(&o.veryVerbose, "vv", false, "Very verbose: -v plus message sizes and timing.")
 	fs.StringVar(&o.resolver, "resolver", "", "Resolve the host with the DNS server at `HOST:PORT`.")
+	fs.StringVar(&o.protocol, "protocol", protocolGRPC, "Make the call with `PROTOCOL`: grpc, or as a web page would with grpc-web, grpc-web-text or connect (reflection still uses grpc).")
+	fs.StringVar(&o.origin, "origin", "", "With -protocol other than grpc: send the call as from a page of `ORIGIN` (https://app.example.com), after the CORS preflight a browser makes.")
 	fs.Usage = func() { printUsage(fs) }
 	return fs
 }
@@ -135,6 +139,7 @@ Examples:
   %[1]s -plaintext -d '{"message": "hi"}' 127.0.0.1:50051 echo.Echo/Say
   echo '{"message": "hi"}' | %[1]s -plaintext -d @ 127.0.0.1:50051 echo.Echo/Say
   %[1]s --resolver 127.0.0.1:5353 -insecure grpc.example.com:443 list
+  %[1]s -protocol grpc-web-text -origin https://app.example.com -v grpc.example.com:443 echo.Echo/Say
 
 Flags (one or two dashes):
 `, progName)
@@ -219,6 +224,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError("Use either -protoset files or -proto files, but not both.")
 	case o.useReflection.set && !o.useReflection.val && !hasFiles:
 		return nil, nil, usageError("No protoset files or proto files specified and -use-reflection set to false.")
+	case !slices.Contains(webProtocols, o.protocol):
+		return nil, nil, usageError(fmt.Sprintf("Invalid -protocol %q: must be %s.", o.protocol, strings.Join(webProtocols, ", ")))
+	case o.origin != "" && o.protocol == protocolGRPC:
+		return nil, nil, usageError("-origin needs -protocol grpc-web, grpc-web-text or connect: pages cannot make gRPC calls.")
 	}
 	if len(o.protosets) > 0 && len(o.reflHeaders) > 0 {
 		warn("The -reflect-header argument is not used when -protoset files are used.")

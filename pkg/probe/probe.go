@@ -9,6 +9,7 @@ package probe
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -93,6 +94,9 @@ type runner struct {
 	env       Env
 	verbosity int
 	timing    *timing // nil unless -vv
+	// What dial connected with, for a call over another protocol than gRPC.
+	tlsConf *tls.Config
+	addr    string
 }
 
 // stepError is a failure in one step, printed as "<step>: <cause>" the way
@@ -230,7 +234,20 @@ func (r *runner) execute(ctx context.Context) (int, error) {
 		}
 		defer cc.Close()
 	}
-	return r.invoke(ctx, cc, descSource, append(append([]string(nil), headers...), rpcHeaders...))
+	callHeaders := append(append([]string(nil), headers...), rpcHeaders...)
+	if o.protocol == protocolGRPC {
+		return r.invoke(ctx, cc, descSource, callHeaders)
+	}
+	web := newWebChannel(r, r.tlsConf, r.addr)
+	defer web.close()
+	if o.origin != "" {
+		verdict, err := web.preflight(ctx, methodPath(o.symbol), callHeaders)
+		if err != nil {
+			return 0, failed(fmt.Sprintf("CORS preflight from %s refused", o.origin), err)
+		}
+		r.verbosef("* CORS preflight from %s: %s\n", o.origin, verdict)
+	}
+	return r.invoke(ctx, web, descSource, callHeaders)
 }
 
 func (r *runner) list(source grpcurl.DescriptorSource) error {
@@ -355,7 +372,7 @@ func describedElement(d desc.Descriptor) (desc.Descriptor, string) {
 }
 
 // invoke calls the method and returns the exit code.
-func (r *runner) invoke(ctx context.Context, cc *grpc.ClientConn, source grpcurl.DescriptorSource, headers []string) (int, error) {
+func (r *runner) invoke(ctx context.Context, cc grpc.ClientConnInterface, source grpcurl.DescriptorSource, headers []string) (int, error) {
 	var in io.Reader = strings.NewReader(r.opts.data)
 	if r.opts.data == "@" {
 		in = r.env.Stdin

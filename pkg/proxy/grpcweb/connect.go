@@ -55,6 +55,25 @@ var connectCodes = [...]string{
 	"out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated",
 }
 
+// ConnectCode is the gRPC status code of a Connect error code name; unknown (2) for a name it
+// does not know.
+func ConnectCode(name string) int {
+	for i, n := range connectCodes {
+		if n == name {
+			return i
+		}
+	}
+	return 2
+}
+
+// DecodeMessage undoes the percent-encoding of a grpc-message value.
+func DecodeMessage(s string) string {
+	if m, err := url.PathUnescape(s); err == nil {
+		return m
+	}
+	return s
+}
+
 // connectHTTPStatus is the HTTP status of a Connect unary call that failed with each code.
 var connectHTTPStatus = [...]int{
 	200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401,
@@ -89,10 +108,7 @@ func status(fields []hpack.HeaderField) (code int, message, details string, meta
 				code = n
 			}
 		case "grpc-message":
-			message = f.Value
-			if m, err := url.PathUnescape(f.Value); err == nil {
-				message = m
-			}
+			message = DecodeMessage(f.Value)
 		case "grpc-status-details-bin":
 			details = f.Value
 		default:
