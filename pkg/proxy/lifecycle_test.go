@@ -318,6 +318,30 @@ func TestBackendGracefulStop(t *testing.T) {
 	}
 }
 
+// TestReplacingEveryServerFailsNoCall swaps a group's only server for another, again and again,
+// under load: a call that took the group as it was before a swap goes to the new server.
+func TestReplacingEveryServerFailsNoCall(t *testing.T) {
+	b1, b2 := startBackend(t, "b1"), startBackend(t, "b2")
+	p, addr := startProxy(t, Options{}, testConfig(t, GroupConfig{Servers: servers(100, b1)}))
+	client := dial(t, addr)
+	l := startLoad(8, func() error {
+		_, err := client.UnaryCall(context.Background(), &testpb.SimpleRequest{})
+		return err
+	})
+	for i := range 300 {
+		cfg := testConfig(t, GroupConfig{Servers: servers(100, [2]*backend{b2, b1}[i%2])})
+		cfg.Listeners[0].Addr = addr
+		if err := p.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	l.stop()
+	if l.failed.Load() > 0 || b1.Calls.Load() == 0 || b2.Calls.Load() == 0 {
+		t.Fatalf("%d of %d calls failed (first: %v); b1 %d, b2 %d", l.failed.Load(), l.calls.Load(), l.firstErr.Load(), b1.Calls.Load(), b2.Calls.Load())
+	}
+}
+
 func TestShutdownDrains(t *testing.T) {
 	b := startBackend(t, "b1")
 	p := New(Options{})

@@ -150,7 +150,8 @@ func (s *fcall) begin(fl *flushList) {
 			return
 		}
 	}
-	pick, err := s.gs.Picker.Pick(s.pickKey, nil)
+	pick, gs, err := s.group.Pick(s.gs, s.pickKey, nil)
+	s.gs = gs
 	if err != nil {
 		s.failLocked(codeUnavailable, "no healthy servers in group "+s.group.ID)
 		return
@@ -212,7 +213,7 @@ func (s *fcall) connect() {
 		var next balancer.Result
 		var perr error
 		if s.connFails == 1 {
-			next, perr = s.gs.Picker.Pick(s.pickKey, u.Backend)
+			next, s.gs, perr = s.group.Pick(s.gs, s.pickKey, u.Backend)
 		}
 		if s.connFails > 1 || perr != nil {
 			s.failLocked(codeUnavailable, ce.Error())
@@ -480,12 +481,12 @@ func (s *fcall) onResponseData(fl *flushList, bc *backConn, data []byte, end boo
 	if s.done || s.bc != bc {
 		return nil
 	}
-	pending := len(s.respBuf)
-	switch {
-	case s.webText:
-		pending = s.respRaw
-	case s.collecting:
+	if s.collecting {
 		return s.collectLocked(data, end, pad)
+	}
+	pending := len(s.respBuf)
+	if s.webText {
+		pending = s.respRaw
 	}
 	switch n := s.bytesOut + int64(len(s.respBuf)+len(data)); {
 	case s.respEnd:

@@ -86,6 +86,18 @@ func NewGroup(id string) *Group {
 // State returns the group's current state.
 func (g *Group) State() *GroupState { return g.state.Load() }
 
+// Pick picks a server, other than exclude, for a call that loaded gs. If gs has none left
+// because an Apply since then drained them all (the group's servers were replaced), it picks
+// from the group's state now. It returns the state it picked from.
+func (g *Group) Pick(gs *GroupState, key string, exclude *balancer.Backend) (balancer.Result, *GroupState, error) {
+	r, err := gs.Picker.Pick(key, exclude)
+	if cur := g.State(); err != nil && cur != gs {
+		gs = cur
+		r, err = gs.Picker.Pick(key, exclude)
+	}
+	return r, gs, err
+}
+
 // Update makes servers, balanced as set says, the group's; servers that
 // stay keep their health and connections. It returns the servers that
 // left: no new call can pick them, and the caller drains them.

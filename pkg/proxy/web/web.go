@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/albctl/albctl/pkg/balancer"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 	"github.com/albctl/albctl/pkg/proxy/route"
 )
@@ -293,8 +294,7 @@ type transport struct{ f *Front }
 func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	rec := t.f.opts.Recorder
 	call := req.Context().Value(webCallKey{}).(*webCall)
-	gs := call.gs
-	pick, err := gs.Picker.Pick(call.pickKey, nil)
+	pick, gs, err := call.group.Pick(call.gs, call.pickKey, nil)
 	if err != nil {
 		return nil, errNoServers
 	}
@@ -364,7 +364,9 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return fail(err)
 		}
 		u.ConnectFailed(err)
-		next, perr := gs.Picker.Pick(call.pickKey, u.Backend)
+		var next balancer.Result
+		var perr error
+		next, gs, perr = call.group.Pick(gs, call.pickKey, u.Backend)
 		if perr != nil {
 			return fail(err)
 		}
