@@ -135,12 +135,13 @@ func (s *Store) WatchReplicas(ctx context.Context, changed func()) {
 	dir := s.prefix() + "/replicas/"
 	ctx = clientv3.WithRequireLeader(ctx)
 	for ctx.Err() == nil && s.client.Ctx().Err() == nil {
-		changed()
-		for resp := range s.client.Watch(ctx, dir, clientv3.WithPrefix()) {
+		// The first call comes once the watch is in place, so no change falls between the
+		// records read then and the watch.
+		for resp := range s.client.Watch(ctx, dir, clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
 			if resp.Err() != nil {
 				break
 			}
-			if len(resp.Events) > 0 {
+			if resp.Created || len(resp.Events) > 0 {
 				changed()
 			}
 		}

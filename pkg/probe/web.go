@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -99,6 +100,9 @@ func (c *webChannel) preflight(ctx context.Context, method string, headers []str
 		return "", err
 	}
 	names := []string{"content-type", "x-grpc-web", "x-user-agent"}
+	if c.protocol == protocolConnect {
+		names = []string{"content-type", "connect-protocol-version", "connect-timeout-ms"}
+	}
 	for _, h := range headers {
 		if name, _, ok := strings.Cut(h, ":"); ok {
 			names = append(names, strings.ToLower(strings.TrimSpace(name)))
@@ -130,6 +134,7 @@ func (c *webChannel) Invoke(ctx context.Context, method string, args, reply any,
 	}
 	ws := s.(*webStream)
 	defer ws.setCallOptions(opts)
+	defer ws.cancel()
 	if err := ws.SendMsg(args); err != nil {
 		return err
 	}
@@ -208,7 +213,20 @@ func (s *webStream) send(body io.Reader) {
 	md, _ := metadata.FromOutgoingContext(s.ctx)
 	for k, vs := range md {
 		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = base64.RawStdEncoding.EncodeToString([]byte(v)) // as gRPC sends binary values
+			}
 			req.Header.Add(k, v)
+		}
+	}
+	if deadline, ok := s.ctx.Deadline(); ok {
+		left := max(time.Until(deadline), time.Millisecond)
+		if s.c.protocol == protocolConnect {
+			req.Header.Set("Connect-Timeout-Ms", strconv.FormatInt(left.Milliseconds()+1, 10))
+		} else if ms := left.Milliseconds() + 1; ms < 1e8 {
+			req.Header.Set("Grpc-Timeout", strconv.FormatInt(ms, 10)+"m") // at most 8 digits
+		} else {
+			req.Header.Set("Grpc-Timeout", strconv.FormatInt(min(ms/1000+1, 1e8-1), 10)+"S")
 		}
 	}
 	req.Header.Set("Content-Type", s.contentType())

@@ -653,3 +653,36 @@ func TestConnectEveryKind(t *testing.T) {
 		t.Errorf("stream without servers: %v", err)
 	}
 }
+
+// TestConnectUnaryEncodingFollowsTheFlag: a server may name an encoding and still send its
+// message uncompressed (grpc-go does for empty messages); a Connect client then gets the
+// message as it is, not labelled compressed.
+func TestConnectUnaryEncodingFollowsTheFlag(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply := marshal(t, &testpb.SimpleResponse{ServerId: "plain"})
+	srv := &http.Server{Protocols: new(http.Protocols), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Encoding", "gzip")
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.Write(grpcweb.AppendMessage(nil, reply))
+		w.Header().Set("Grpc-Status", "0")
+	})}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	cfg := testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: ln.Addr().String(), Weight: 1}}})
+	cfg.Listeners[0].Web = &WebConfig{Connect: true}
+	_, addr := startProxy(t, Options{}, cfg)
+	for version, hc := range webClients(t) {
+		resp, err := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, "https://"+addr+unaryPath).
+			CallUnary(ctxTimeout(t, 5*time.Second), connect.NewRequest(&testpb.SimpleRequest{}))
+		if err != nil || resp.Msg.ServerId != "plain" {
+			t.Errorf("%s: %v, %v", version, resp, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -465,5 +468,63 @@ func TestWebRules(t *testing.T) {
 	}
 	if codes[0] != 200 || codes[1] != 503 || codes[2] != 503 {
 		t.Fatalf("limit of 1 per second: statuses %v", codes)
+	}
+}
+
+// TestRuleHeaderChangesKeepTheTimeout sends a call whose grpc-timeout comes after a header a
+// rule removes: the backend still gets the time left in grpc-timeout, and every other field
+// as it was.
+func TestRuleHeaderChangesKeepTheTimeout(t *testing.T) {
+	b := startBackend(t, "b1")
+	cfg := testConfig(t, GroupConfig{Servers: servers(1, b)})
+	cfg.Listeners[0].Rules = []RuleConfig{{ID: "rule-1", Label: "drop",
+		Conditions: []Condition{path("/grpc.testing.TestService/*")},
+		Forward:    []WeightedGroup{{GroupID: "sgp-test", Weight: 1}}, Remove: []string{"x-drop"}}}
+	_, addr := startProxy(t, Options{}, cfg)
+
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	_ = fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":path", "/grpc.testing.TestService/UnaryCall"},
+		{":authority", "localhost"}, {"x-drop", "1"}, {"grpc-timeout", "5S"}, {"content-type", "application/grpc"}, {"te", "trailers"}, {"x-keep", "2"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	_ = fr.WriteData(1, true, []byte{0, 0, 0, 0, 0})
+	grpcStatus := ""
+	for grpcStatus == "" {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			for _, hf := range f.RegularFields() {
+				if hf.Name == "grpc-status" {
+					grpcStatus = hf.Value
+				}
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream reset: %v", f.ErrCode)
+		}
+	}
+	md, left := b.Seen()
+	if grpcStatus != "0" || left <= 0 || left > 5*time.Second || len(md.Get("x-drop")) > 0 || md.Get("x-keep")[0] != "2" || md.Get("content-type")[0] != "application/grpc" {
+		t.Fatalf("status %s; the backend saw %v with %v left", grpcStatus, md, left)
 	}
 }

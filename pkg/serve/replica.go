@@ -105,26 +105,34 @@ func Replicas(ctx context.Context, st *etcdstore.Store) ([]Replica, error) {
 // changes, so a replica that stops leaves the answers as soon as its record goes.
 func (srv *Server) answerReplicas(ctx context.Context, st *etcdstore.Store) {
 	changed := make(chan struct{}, 1)
-	go st.WatchReplicas(ctx, func() {
+	signal := func() {
 		select {
 		case changed <- struct{}{}:
 		default:
 		}
-	})
+	}
+	go st.WatchReplicas(ctx, signal)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
 		}
-		if replicas, err := Replicas(ctx, st); err == nil {
-			srv.mu.Lock()
-			s := srv.current
-			srv.mu.Unlock()
-			srv.dns.SetLBAddresses(LBAddresses(s, replicas))
+		replicas, err := Replicas(ctx, st)
+		if err != nil {
+			// No change may come to try again: try again in a while.
+			time.AfterFunc(replicaRetry, signal)
+			continue
 		}
+		srv.mu.Lock()
+		s := srv.current
+		srv.mu.Unlock()
+		srv.dns.SetLBAddresses(LBAddresses(s, replicas))
 	}
 }
+
+// replicaRetry is how soon a replica reads the records again after a failed read.
+const replicaRetry = 2 * time.Second
 
 // LBAddresses maps each load balancer's ID to the addresses its live replicas serve it on: what
 // its name resolves to.

@@ -43,6 +43,9 @@ type fcall struct {
 	webText bool
 	origin  string
 	textIn  grpcweb.TextDecoder
+	// textSlack is the client's window the text decoding still owes (or,
+	// below 0, has returned ahead).
+	textSlack int
 	// respFrames follows the server's messages, so that a status the proxy
 	// makes goes out between two of them. In text mode respRaw counts the
 	// server's bytes whose base64 waits in respBuf: the server's window is
@@ -133,7 +136,9 @@ func (s *fcall) begin(fl *flushList) {
 	s.lock(fl)
 	defer s.unlock()
 	if s.web != grpcweb.Native && !s.rt.Web.Allows(s.origin) {
-		s.failLocked(codePermissionDenied, fmt.Sprintf("origin %s is not allowed on listener %s", s.origin, s.rt.ListenerID))
+		origin := s.origin
+		s.origin = "" // the refusal gives the page no CORS permission to read it
+		s.failLocked(codePermissionDenied, fmt.Sprintf("origin %s is not allowed on listener %s", origin, s.rt.ListenerID))
 		return
 	}
 	if s.refusal != "" {
@@ -190,7 +195,7 @@ func (s *fcall) connect() {
 		s.unlock()
 		bc, err := bp.acquire()
 		s.lock(&fl)
-		if s.done {
+		if s.done || s.respEnd {
 			s.unlock()
 			if bc != nil {
 				bc.release()
@@ -230,7 +235,8 @@ func (s *fcall) connect() {
 // openLocked opens the backend stream on bc, whose slot the call holds,
 // and sends what the client has sent so far.
 func (s *fcall) openLocked(bc *backConn) {
-	if s.done {
+	if s.done || s.respEnd {
+		// Ended, or answered by the proxy while its answer waits for the client.
 		bc.release()
 		return
 	}
@@ -337,8 +343,13 @@ func (s *fcall) onRequestData(fl *flushList, data []byte, end bool, pad uint32) 
 			return nil
 		}
 		// The client's window is returned in the bytes forwarded; what
-		// decoding took off, at once.
-		s.reqCredit += uint32(len(data) - (len(s.reqBuf) - n))
+		// decoding took off, at once. A piece that completes a group held
+		// from the one before decodes to more than it is: that is made up
+		// from the next.
+		if s.textSlack += len(data) - (len(s.reqBuf) - n); s.textSlack > 0 {
+			s.reqCredit += uint32(s.textSlack)
+			s.textSlack = 0
+		}
 	} else {
 		s.reqBuf = append(s.reqBuf, data...)
 	}

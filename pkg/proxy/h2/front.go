@@ -452,7 +452,6 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 		case "grpc-timeout":
 			if d, ok := parseTimeout(hf.Value); ok {
 				s.deadline = s.start.Add(d)
-				s.timeout = len(out)
 			}
 		case "content-type":
 			if web {
@@ -474,6 +473,11 @@ func (s *fcall) buildRequestHeaders(hb *headerBlock, method, path string) {
 	}
 	if r := s.rule; r != nil && len(r.Insert)+len(r.Remove) > 0 {
 		out = changeFields(out, r.Insert, r.Remove)
+	}
+	if !s.deadline.IsZero() {
+		// The slot each attempt fills with the time left, found once the
+		// fields have stopped moving.
+		s.timeout = slices.IndexFunc(out, func(f hpack.HeaderField) bool { return f.Name == "grpc-timeout" })
 	}
 	if cc != nil {
 		fc := s.fc

@@ -47,9 +47,6 @@ func (s *fcall) webRequestFields(out []hpack.HeaderField, acceptText, sawTE, saw
 	kept := out[:0]
 	compressed := false
 	for _, f := range out {
-		if f.Name == "grpc-timeout" {
-			s.timeout = len(kept) // the slot moves as fields are dropped
-		}
 		switch {
 		case f.Name == "content-length" && (s.web == grpcweb.Text || s.web == grpcweb.ConnectUnary):
 			continue
@@ -64,7 +61,7 @@ func (s *fcall) webRequestFields(out []hpack.HeaderField, acceptText, sawTE, saw
 				continue
 			}
 			d := time.Duration(ms) * time.Millisecond
-			s.deadline, s.timeout = s.start.Add(d), len(kept)
+			s.deadline = s.start.Add(d)
 			f = hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(d)}
 		case f.Name == "connect-content-encoding" || s.web == grpcweb.ConnectUnary && f.Name == "content-encoding":
 			compressed = f.Value != "identity"
@@ -257,23 +254,37 @@ func (s *fcall) appendBodyLocked(frame []byte) {
 // JSON; trailers as trailer- headers either way.
 func (s *fcall) answerUnaryLocked(status []hpack.HeaderField) {
 	s.collecting = false
+	// Answered: no server may take the call from here on, nor another answer go out.
+	s.respStarted = true
+	s.waiting.Store(false)
 	code := grpcStatusOf(status)
 	var body []byte
-	contentEncoding := ""
+	contentEncoding := "" // the message's, if the server compressed it
 	if code == codeOK {
 		flag, n := byte(0), uint32(0)
 		if len(s.respBuf) >= 5 {
 			flag, n = s.respBuf[0], binary.BigEndian.Uint32(s.respBuf[1:5])
 		}
-		if len(s.respBuf) < 5 || uint32(len(s.respBuf)-5) != n {
-			code = codeInternal
+		why := ""
+		if flag&1 != 0 {
+			for _, f := range s.held {
+				if f.Name == "grpc-encoding" {
+					contentEncoding = f.Value
+				}
+			}
+		}
+		switch {
+		case len(s.respBuf) < 5 || uint32(len(s.respBuf)-5) != n:
+			why = "answered a unary call with other than one message"
+		case flag&1 != 0 && (contentEncoding == "" || contentEncoding == "identity"):
+			why = "compressed its answer without naming the encoding"
+		}
+		if why != "" {
+			code, contentEncoding = codeInternal, ""
 			status = []hpack.HeaderField{{Name: "grpc-status", Value: statusStrings[codeInternal]},
-				{Name: "grpc-message", Value: fmt.Sprintf("server %s answered a unary call with other than one message", s.u.Addr)}}
+				{Name: "grpc-message", Value: fmt.Sprintf("server %s %s", s.u.Addr, why)}}
 		} else {
 			body = s.respBuf[5:]
-			if flag&1 != 0 {
-				contentEncoding = "gzip"
-			}
 		}
 	}
 	s.code = code
@@ -285,13 +296,11 @@ func (s *fcall) answerUnaryLocked(status []hpack.HeaderField) {
 		body = grpcweb.ConnectError(status)
 	}
 	for _, f := range s.held {
-		if f.Name == "grpc-encoding" {
-			contentEncoding = f.Value
-		} else if grpcweb.IsMetadata(f.Name) {
+		if grpcweb.IsMetadata(f.Name) {
 			out = append(out, f)
 		}
 	}
-	if contentEncoding != "" && contentEncoding != "identity" && code == codeOK {
+	if contentEncoding != "" {
 		out = append(out, hpack.HeaderField{Name: "content-encoding", Value: contentEncoding})
 	}
 	for _, f := range status {
@@ -341,6 +350,7 @@ func (s *fcall) webFailLocked(code int, msg string) {
 	case !s.respStarted && s.web == grpcweb.ConnectStream:
 		fields := []hpack.HeaderField{hfStatus200, {Name: "content-type", Value: "application/connect+proto"}}
 		s.respStarted = true
+		s.waiting.Store(false)
 		s.fc.headers(s.fl, s.cid, s.rt.Web.AppendResponse(fields, s.origin), false)
 	case !s.respStarted:
 		fields := []hpack.HeaderField{hfStatus200, {Name: "content-type", Value: grpcweb.ResponseType(s.webText, "application/grpc")}}

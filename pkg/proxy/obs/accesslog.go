@@ -48,8 +48,8 @@ type Record struct {
 	// Web marks an HTTP request: Code is then its HTTP status. Otherwise
 	// Code is the call's grpc-status.
 	Web bool
-	// Protocol, if set, is how a gRPC call came: "grpc-web" or
-	// "grpc-web-text".
+	// Protocol, if set, is how a gRPC call came: "grpc-web",
+	// "grpc-web-text" or "connect".
 	Protocol string
 	Code     int
 	Duration time.Duration

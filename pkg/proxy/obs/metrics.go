@@ -216,8 +216,8 @@ type Call struct {
 	Method   string
 	Server   string // "" if no server was picked
 	Rule     string // the rule the call met; "" for the listener's default
-	// Protocol is how a gRPC call came: "grpc-web" or "grpc-web-text";
-	// "" for plain gRPC.
+	// Protocol is how a gRPC call came: "grpc-web", "grpc-web-text" or
+	// "connect"; "" for plain gRPC.
 	Protocol string
 	Code     int
 	Start    time.Time
