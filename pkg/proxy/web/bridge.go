@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/albctl/albctl/pkg/proxy/grpcweb"
@@ -150,6 +151,28 @@ func (bc *bridgeConn) clientConn() (*http.ClientConn, error) {
 	return cc, nil
 }
 
+// discard ends cc if it is still the connection's, so that the next request makes a new one.
+func (bc *bridgeConn) discard(cc *http.ClientConn) {
+	bc.mu.Lock()
+	defer bc.mu.Unlock()
+	if bc.cc == cc {
+		bc.closeLocked()
+	}
+}
+
+// readCount is a request body that counts what was read of it: by the HTTP/2 client's own
+// goroutine, while the handler may ask.
+type readCount struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (r *readCount) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
 func (bc *bridgeConn) close() {
 	bc.mu.Lock()
 	bc.closeLocked()
@@ -179,14 +202,10 @@ func (b *Bridge) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bc := r.Context().Value(bridgeKey{}).(*bridgeConn)
-	cc, err := bc.clientConn()
-	if err != nil {
-		http.Error(w, "the listener could not take the call: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
+	body := &readCount{ReadCloser: r.Body}
 	out := &http.Request{
 		Method: r.Method, URL: r.URL, Host: r.Host, Header: r.Header.Clone(),
-		Body: r.Body, ContentLength: r.ContentLength, Proto: "HTTP/2.0", ProtoMajor: 2,
+		Body: body, ContentLength: r.ContentLength, Proto: "HTTP/2.0", ProtoMajor: 2,
 	}
 	out.URL.Scheme, out.URL.Host = "http", r.Host
 	if r.Body == http.NoBody {
@@ -197,10 +216,21 @@ func (b *Bridge) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	out = out.WithContext(r.Context())
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	resp, err := cc.RoundTrip(out)
-	if err != nil {
-		http.Error(w, "the listener could not take the call: "+err.Error(), http.StatusServiceUnavailable)
-		return
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		cc, err := bc.clientConn()
+		if err == nil {
+			if resp, err = cc.RoundTrip(out); err == nil {
+				break
+			}
+			// The engine's connection may have gone idle and away just then: once, and only
+			// if nothing of the body was taken, try a new one.
+			bc.discard(cc)
+		}
+		if attempt > 0 || body.n.Load() > 0 || r.Context().Err() != nil {
+			http.Error(w, "the listener could not take the call: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	defer resp.Body.Close()
 	// The engine may answer before the request's end (a refusal, say). What is left of the
