@@ -173,6 +173,10 @@ func (r *readCount) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close leaves the body to the HTTP/1.1 server, which closes it after the handler: a failed
+// round trip closes its request's body, which a second try still needs.
+func (r *readCount) Close() error { return nil }
+
 func (bc *bridgeConn) close() {
 	bc.mu.Lock()
 	bc.closeLocked()
