@@ -1116,6 +1116,9 @@ func fuzzSeeds() []fuzzSeed {
 			web(fhEndStream, 3, 1|allowed), web(0, 5, unary|refused), data(fdEndStream, 5, small))},
 		{"web-preflight", seq(0, web(fhEndStream, 1, fbPreflight|allowed), web(0, 3, fbPreflight|proto|allowed),
 			web(fhEndStream, 5, fbPreflight|refused), web(fhEndStream, 7, fbPreflight|text|wildcard), web(fhEndStream, 9, fbPreflight|textProto))},
+		{"connect", seq(fuzzModeAutoWindow, web(fhEndStream, 1, unary|text|fbAcceptText|allowed),
+			web(0, 3, 2|textProto|fbAcceptText|allowed), data(fdEndStream, 3, small),
+			web(0, 5, unary|text|fbAcceptText), data(fdEndStream, 5, small), web(fhEndStream, 7, fbPreflight|allowed))},
 		{"raw-bytes", append([]byte{fuzzModeRaw}, appendFrame(appendFrame(nil, http2.FramePing, 0, 0, []byte("12345678")),
 			http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, []byte{0x82, 0x87, 0x84, 0xff})...)},
 	}
