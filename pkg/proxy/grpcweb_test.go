@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
 
@@ -684,5 +686,90 @@ func TestConnectUnaryEncodingFollowsTheFlag(t *testing.T) {
 		if err != nil || resp.Msg.ServerId != "plain" {
 			t.Errorf("%s: %v, %v", version, resp, err)
 		}
+	}
+}
+
+// TestConnectAnswerWaitingForTheClient: the request timeout answers a Connect unary call while
+// the server's connection is still being made and the client's window holds the answer's body
+// back. The call must then reach no server, and the client must get that one answer, whole.
+func TestConnectAnswerWaitingForTheClient(t *testing.T) {
+	b := startBackend(t, "b1")
+	slow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slow.Close() })
+	go func() {
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(400 * time.Millisecond) // the server's connection takes its time
+				s, err := net.Dial("tcp", b.Addr)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				go io.Copy(s, c)
+				io.Copy(c, s)
+			}()
+		}
+	}()
+	cfg := testConfig(t, GroupConfig{Servers: []ServerConfig{{Addr: slow.Addr().String(), Weight: 1}}})
+	cfg.Listeners[0].Web = &WebConfig{Connect: true}
+	cfg.Listeners[0].RequestTimeout = 100 * time.Millisecond
+	_, addr := startProxy(t, Options{}, cfg)
+
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, http2.ClientPreface)
+	fr := http2.NewFramer(conn, conn)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":path", unaryPath}, {":authority", "localhost"},
+		{"content-type", "application/proto"}, {"connect-protocol-version", "1"}, {"content-length", "0"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	var headers []string
+	var body []byte
+	opened := false
+	for done := false; !done; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after headers %v and body %q: %v", headers, body, err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			headers = append(headers, f.PseudoValue("status"))
+			if !opened {
+				// Let the server's connection be made while the body waits, then open the window.
+				time.Sleep(600 * time.Millisecond)
+				_ = fr.WriteWindowUpdate(1, 1<<20)
+				opened = true
+			}
+			done = f.StreamEnded()
+		case *http2.DataFrame:
+			body = append(body, f.Data()...)
+			done = f.StreamEnded()
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream reset: %v", f.ErrCode)
+		}
+	}
+	if len(headers) != 1 || headers[0] != "504" || !strings.Contains(string(body), `"code":"deadline_exceeded"`) || b.Calls.Load() != 0 {
+		t.Fatalf("headers %v, body %q, calls that reached the server: %d", headers, body, b.Calls.Load())
 	}
 }
