@@ -169,18 +169,36 @@ type ReplicaResult struct {
 // leads to (every replica, if the walk does not get that far): the servers step asks that
 // replica and the call goes to its listener.
 func RunReplicas(ctx context.Context, in Input, replicas []serve.Replica) []ReplicaResult {
+	var out []ReplicaResult
+	for _, r := range serving(in, replicas) {
+		in.Replica = &r
+		steps := Run(ctx, in)
+		out = append(out, ReplicaResult{Replica: r.ID, Admin: r.Admin, OK: steps[len(steps)-1].OK, Steps: steps})
+	}
+	return out
+}
+
+// FirstReplica is the first of replicas (the oldest, as serve.Replicas lists them) that serves
+// the load balancer in's call goes to, or nil: the one a check without --all-replicas asks
+// and calls through.
+func FirstReplica(in Input, replicas []serve.Replica) *serve.Replica {
+	if rs := serving(in, replicas); len(rs) > 0 {
+		return &rs[0]
+	}
+	return nil
+}
+
+// serving are the replicas that serve the load balancer of in's call.
+func serving(in Input, replicas []serve.Replica) []serve.Replica {
 	lbID := ""
 	if w := (&walk{in: in}); w.resolveLB() == nil {
 		lbID = w.lb.ID
 	}
-	var out []ReplicaResult
+	var out []serve.Replica
 	for _, r := range replicas {
-		if r.LB != "" && lbID != "" && r.LB != lbID {
-			continue
+		if r.LB == "" || lbID == "" || r.LB == lbID {
+			out = append(out, r)
 		}
-		in.Replica = &r
-		steps := Run(ctx, in)
-		out = append(out, ReplicaResult{Replica: r.ID, Admin: r.Admin, OK: steps[len(steps)-1].OK, Steps: steps})
 	}
 	return out
 }

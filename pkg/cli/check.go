@@ -51,7 +51,8 @@ others take the calls; it fails when none can take the call, and with --strict w
 unhealthy. check stops at the first failing step and says why. It exits 0 only when every
 step passes.
 
-On an etcd state the servers step asks the oldest live replica that answers, and names it.
+On an etcd state the servers step asks the oldest live replica that serves the load balancer,
+and names it; the call goes to that replica's listener.
 --all-replicas runs the checklist for every live replica that serves the load balancer: its
 servers step asks that replica and its call goes to that replica's listener. It exits 0 only
 when every replica passes, and names those that fail.`,
@@ -104,6 +105,12 @@ when every replica passes, and names those that fail.`,
 				Host: host, Port: port, Request: request, Header: md, Timeout: timeout.D(), Strict: strict, ClientCert: clientCert}
 			if allReplicas {
 				return a.checkReplicas(cmd.Context(), st, in)
+			}
+			if onEtcd && a.admin == "" {
+				// One replica, whose health the servers step reads, takes the call too.
+				if replicas, err := serve.Replicas(cmd.Context(), st); err == nil {
+					in.Replica = check.FirstReplica(in, replicas)
+				}
 			}
 			steps := check.Run(cmd.Context(), in)
 			if err := a.print(steps, func() view { return stepsView(steps) }); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -449,10 +450,13 @@ func TestReplicasOnOneMachine(t *testing.T) {
 		t.Fatalf("--all-replicas on a state file: exit %d %s", r.code, r.err)
 	}
 
-	// check walks the name to the replicas and says whose view of the servers it reports.
+	// check walks the name to the replicas, says whose view of the servers it reports, and
+	// calls through that replica.
 	if r := run(t, loc, "check", target, "albctl.echo.v1.Echo/UnaryEcho"); r.code != ExitOK ||
-		!strings.Contains(r.out, "127.0.0.2") || !strings.Contains(r.out, "(as replica ") {
+		!strings.Contains(r.out, "127.0.0.2") || strings.Count(r.out, "served by replica ") != 1 {
 		t.Fatalf("check through the replicas: exit %d\n%s%s", r.code, r.out, r.err)
+	} else if id := regexp.MustCompile(`served by replica (\S+) `).FindStringSubmatch(r.out); !strings.Contains(r.out, "(as replica "+id[1]+" sees them)") {
+		t.Fatalf("check called through replica %s but read another's health:\n%s", id[1], r.out)
 	}
 	r, results = checkAll()
 	if r.code != ExitOK || len(results) != 2 || r.err != "" {
