@@ -145,6 +145,14 @@ func (l *listener) update(lc ListenerConfig, certs *certSet, g *group, rules []*
 	if old != nil && old.web != nil && old.web != st.web {
 		old.web.Retire()
 	}
+	l.mu.Lock()
+	if b := l.bridge; b != nil && (b.Idle != idle || lc.Web == nil) {
+		// The next HTTP/1.1 client gets a bridge with the new idle timeout; this one finishes
+		// the connections it has.
+		b.Retire()
+		l.bridge = nil
+	}
+	l.mu.Unlock()
 }
 
 func (l *listener) start() {

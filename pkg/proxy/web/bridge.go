@@ -24,6 +24,9 @@ import (
 // translates and forwards every gRPC-Web call. Native gRPC still needs
 // HTTP/2 and is refused.
 type Bridge struct {
+	// Idle is the idle timeout this bridge was made with.
+	Idle time.Duration
+
 	srv   *http.Server
 	queue *connQueue
 	serve func(net.Conn, *sock.Spill)
@@ -33,7 +36,7 @@ type Bridge struct {
 // NewBridge starts the HTTP/1.1 server of a listener at addr; serve runs
 // the HTTP/2 engine on a connection until it ends.
 func NewBridge(opts Options, addr net.Addr, idle time.Duration, serve func(net.Conn, *sock.Spill)) *Bridge {
-	b := &Bridge{queue: newConnQueue(addr), serve: serve}
+	b := &Bridge{Idle: idle, queue: newConnQueue(addr), serve: serve}
 	b.srv = &http.Server{
 		Handler:           http.HandlerFunc(b.handle),
 		ReadHeaderTimeout: opts.HandshakeTimeout,
