@@ -16,7 +16,6 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
 
@@ -723,23 +722,10 @@ func TestConnectAnswerWaitingForTheClient(t *testing.T) {
 	cfg.Listeners[0].RequestTimeout = 100 * time.Millisecond
 	_, addr := startProxy(t, Options{}, cfg)
 
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(conn, http2.ClientPreface)
-	fr := http2.NewFramer(conn, conn)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":path", unaryPath}, {":authority", "localhost"},
-		{"content-type", "application/proto"}, {"connect-protocol-version", "1"}, {"content-length", "0"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	fr := rawH2(t, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	block := headerBlock([2]string{":method", "POST"}, [2]string{":scheme", "https"}, [2]string{":path", unaryPath}, [2]string{":authority", "localhost"},
+		[2]string{"content-type", "application/proto"}, [2]string{"connect-protocol-version", "1"}, [2]string{"content-length", "0"})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true, EndStream: true})
 	var headers []string
 	var body []byte
 	opened := false

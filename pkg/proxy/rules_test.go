@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -482,25 +480,11 @@ func TestRuleHeaderChangesKeepTheTimeout(t *testing.T) {
 		Forward:    []WeightedGroup{{GroupID: "sgp-test", Weight: 1}}, Remove: []string{"x-drop"}}}
 	_, addr := startProxy(t, Options{}, cfg)
 
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: testCA(t).Pool, ServerName: "localhost", NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(conn, conn)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	_ = fr.WriteSettings()
-	var block bytes.Buffer
-	enc := hpack.NewEncoder(&block)
-	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":path", "/grpc.testing.TestService/UnaryCall"},
-		{":authority", "localhost"}, {"x-drop", "1"}, {"grpc-timeout", "5S"}, {"content-type", "application/grpc"}, {"te", "trailers"}, {"x-keep", "2"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	fr := rawH2(t, addr)
+	block := headerBlock([2]string{":method", "POST"}, [2]string{":scheme", "https"}, [2]string{":path", "/grpc.testing.TestService/UnaryCall"},
+		[2]string{":authority", "localhost"}, [2]string{"x-drop", "1"}, [2]string{"grpc-timeout", "5S"}, [2]string{"content-type", "application/grpc"},
+		[2]string{"te", "trailers"}, [2]string{"x-keep", "2"})
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndHeaders: true})
 	_ = fr.WriteData(1, true, []byte{0, 0, 0, 0, 0})
 	grpcStatus := ""
 	for grpcStatus == "" {
