@@ -10,8 +10,8 @@ import (
 	"github.com/albctl/albctl/pkg/echo/echopb"
 )
 
-// TestProbeWebProtocols calls through a listener that takes gRPC-Web and Connect with probe
-// -protocol, as a page would, with and without an origin: unary and server-streaming calls, an
+// TestProbeWebProtocols calls through serve's listener that takes gRPC-Web and Connect with
+// probe -protocol, with and without a page's origin: every kind of call in each protocol, an
 // error's status and exit code, and a refused origin.
 func TestProbeWebProtocols(t *testing.T) {
 	path := newState(t)
@@ -47,6 +47,10 @@ func TestProbeWebProtocols(t *testing.T) {
 			r = probe("-protocol", protocol, "-d", `{"message": "a"} {"message": "b"}`, target, "albctl.echo.v1.Echo/ClientStreamingEcho")
 			if r.code != ExitOK || !strings.Contains(r.out, `"server": "b1"`) {
 				t.Fatalf("client stream: exit %d\n%s%s", r.code, r.out, r.err)
+			}
+			r = probe("-protocol", protocol, "-d", `{"message": "a"} {"message": "b"} {"message": "c"}`, target, "albctl.echo.v1.Echo/BidirectionalStreamingEcho")
+			if r.code != ExitOK || strings.Count(r.out, `"server": "b1"`) != 3 {
+				t.Fatalf("bidi stream: exit %d\n%s%s", r.code, r.out, r.err)
 			}
 			r = probe("-protocol", protocol, "-origin", "https://evil.example.test", target, "albctl.echo.v1.Echo/UnaryEcho")
 			if r.code != 1 || !strings.Contains(r.err, "CORS preflight from https://evil.example.test refused: HTTP 403: origin https://evil.example.test is not allowed on listener") {
