@@ -179,11 +179,13 @@ func RunReplicas(ctx context.Context, in Input, replicas []serve.Replica) []Repl
 }
 
 // FirstReplica is the first of replicas (the oldest, as serve.Replicas lists them) that serves
-// the load balancer in's call goes to, or nil: the one a check without --all-replicas asks
-// and calls through.
+// the load balancer in's call goes to and answers, or nil: the one a check without
+// --all-replicas asks and calls through.
 func FirstReplica(in Input, replicas []serve.Replica) *serve.Replica {
-	if rs := serving(in, replicas); len(rs) > 0 {
-		return &rs[0]
+	for _, r := range serving(in, replicas) {
+		if serve.Get(r.Admin, "/healthz", nil) == nil {
+			return &r
+		}
 	}
 	return nil
 }

@@ -44,8 +44,8 @@ func TestProbeWebProtocols(t *testing.T) {
 			if r.code != ExitOK || strings.Count(r.out, `"server": "b1"`) != 4 {
 				t.Fatalf("server stream: exit %d\n%s%s", r.code, r.out, r.err)
 			}
-			r = probe("-protocol", protocol, "-d", `{"message": "a"} {"message": "b"}`, target, "albctl.echo.v1.Echo/ClientStreamingEcho")
-			if r.code != ExitOK || !strings.Contains(r.out, `"server": "b1"`) {
+			r = probe("-protocol", protocol, "-v", "-d", `{"message": "a"} {"message": "b"}`, target, "albctl.echo.v1.Echo/ClientStreamingEcho")
+			if r.code != ExitOK || !strings.Contains(r.out, `"server": "b1"`) || !strings.Contains(r.out, "Response headers received:\nx-echo-server: b1") {
 				t.Fatalf("client stream: exit %d\n%s%s", r.code, r.out, r.err)
 			}
 			r = probe("-protocol", protocol, "-d", `{"message": "a"} {"message": "b"} {"message": "c"}`, target, "albctl.echo.v1.Echo/BidirectionalStreamingEcho")

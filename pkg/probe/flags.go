@@ -228,6 +228,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, []string, error) {
 		return nil, nil, usageError(fmt.Sprintf("Invalid -protocol %q: must be %s.", o.protocol, strings.Join(webProtocols, ", ")))
 	case o.origin != "" && o.protocol == protocolGRPC:
 		return nil, nil, usageError("-origin needs -protocol grpc-web, grpc-web-text or connect: pages cannot make gRPC calls.")
+	case o.protocol != protocolGRPC && strings.Contains(o.target, "://"):
+		return nil, nil, usageError(fmt.Sprintf("-protocol %s calls HOST:PORT over HTTPS (or HTTP with -plaintext), not %s.", o.protocol, o.target))
 	}
 	if len(o.protosets) > 0 && len(o.reflHeaders) > 0 {
 		warn("The -reflect-header argument is not used when -protoset files are used.")

@@ -49,6 +49,7 @@ type webChannel struct {
 	origin   string // sent as Origin, if set
 	// maxMsgSize bounds a response message, as grpc-go's limit does over gRPC.
 	maxMsgSize int
+	userAgent  string
 }
 
 func newWebChannel(r *runner, tlsConf *tls.Config, addr string) *webChannel {
@@ -75,7 +76,12 @@ func newWebChannel(r *runner, tlsConf *tls.Config, addr string) *webChannel {
 	if r.opts.maxMsgSize > 0 {
 		maxMsgSize = r.opts.maxMsgSize
 	}
-	return &webChannel{client: &http.Client{Transport: t}, base: scheme + "://" + host, protocol: r.opts.protocol, origin: r.opts.origin, maxMsgSize: maxMsgSize}
+	userAgent := "albctl-probe"
+	if r.opts.userAgent != "" {
+		userAgent = r.opts.userAgent + " " + userAgent
+	}
+	return &webChannel{client: &http.Client{Transport: t}, base: scheme + "://" + host, protocol: r.opts.protocol, origin: r.opts.origin,
+		maxMsgSize: maxMsgSize, userAgent: userAgent}
 }
 
 func (c *webChannel) close() { c.client.CloseIdleConnections() }
@@ -154,8 +160,8 @@ func (c *webChannel) Invoke(ctx context.Context, method string, args, reply any,
 }
 
 func (c *webChannel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	s := &webStream{c: c, ctx: ctx, cancel: cancel, method: method, got: make(chan struct{})}
+	reqCtx, cancel := context.WithCancel(ctx)
+	s := &webStream{c: c, callCtx: ctx, ctx: reqCtx, cancel: cancel, method: method, got: make(chan struct{}), sends: desc.ClientStreams}
 	s.unary = c.protocol == protocolConnect && !desc.ClientStreams && !desc.ServerStreams
 	s.text = c.protocol == protocolGRPCWebText
 	if !s.unary {
@@ -169,12 +175,15 @@ func (c *webChannel) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 // webStream is one call: its request body is written as the probe sends, and its response
 // read as it receives.
 type webStream struct {
-	c      *webChannel
-	ctx    context.Context
-	cancel context.CancelFunc
-	method string
-	unary  bool // a Connect unary call: one bare message each way
-	text   bool
+	c *webChannel
+	// callCtx is the call's; ctx, the request's, is also cancelled once the call has ended.
+	callCtx context.Context
+	ctx     context.Context
+	cancel  context.CancelFunc
+	method  string
+	unary   bool // a Connect unary call: one bare message each way
+	text    bool
+	sends   bool // the client streams: its SendMsg errors are its to see
 
 	body    *io.PipeWriter // the request body of a stream
 	unaryIn []byte         // the request message of a Connect unary call
@@ -186,8 +195,10 @@ type webStream struct {
 	trailer metadata.MD
 	in      io.Reader // the response body, decoded from base64 in text mode
 	unaryOK bool      // a Connect unary answer's message is still to be read
+	checked bool      // the answer was seen to be gRPC-Web's or Connect's
 
-	once sync.Once
+	once     sync.Once // finish
+	sendOnce sync.Once // a Connect unary call's request
 }
 
 func (s *webStream) contentType() string {
@@ -241,6 +252,7 @@ func (s *webStream) send(body io.Reader) {
 	if s.c.origin != "" {
 		req.Header.Set("Origin", s.c.origin)
 	}
+	req.Header.Set("User-Agent", s.c.userAgent)
 	if s.resp, s.err = s.c.client.Do(req); s.err != nil {
 		return
 	}
@@ -253,14 +265,39 @@ func (s *webStream) send(body io.Reader) {
 
 func (s *webStream) wait() error {
 	select {
-	case <-s.got:
-	case <-s.ctx.Done():
-		return grpcstatus.FromContextError(s.ctx.Err()).Err()
+	case <-s.got: // first: once the call has ended, its context may be done too
+	default:
+		select {
+		case <-s.got:
+		case <-s.callCtx.Done():
+			return grpcstatus.FromContextError(s.callCtx.Err()).Err()
+		}
 	}
 	if s.err != nil {
+		if err := s.callCtx.Err(); err != nil {
+			return grpcstatus.FromContextError(err).Err()
+		}
 		return grpcstatus.Error(codes.Unavailable, s.err.Error())
 	}
 	return nil
+}
+
+// answerStatus is the status of an answer that is not gRPC-Web or Connect at all (an HTTP
+// error from something in between, say), or nil.
+func (s *webStream) answerStatus() *grpcstatus.Status {
+	ct := s.resp.Header.Get("Content-Type")
+	web := strings.HasPrefix(ct, "application/grpc-web") || strings.HasPrefix(ct, "application/connect+")
+	if s.resp.StatusCode == http.StatusOK && web {
+		return nil
+	}
+	if s.resp.Header.Get("Grpc-Status") != "" {
+		return headerStatus(s.resp.Header)
+	}
+	body, _ := io.ReadAll(io.LimitReader(s.resp.Body, 256))
+	if s.resp.StatusCode == http.StatusOK {
+		return grpcstatus.Newf(codes.Unknown, "the answer's content type is %q, not gRPC-Web's or Connect's", ct)
+	}
+	return grpcstatus.Newf(codes.Code(grpcweb.StatusOf(s.resp.StatusCode)), "HTTP %d: %s", s.resp.StatusCode, strings.TrimSpace(string(body)))
 }
 
 func (s *webStream) Header() (metadata.MD, error) {
@@ -290,15 +327,15 @@ func (s *webStream) SendMsg(m any) error {
 	if s.text {
 		frame = grpcweb.AppendText(nil, frame)
 	}
-	if _, err := s.body.Write(frame); err != nil {
-		return io.EOF // the answer says why
+	if _, err := s.body.Write(frame); err != nil && s.sends {
+		return io.EOF // the answer says why, as RecvMsg tells
 	}
 	return nil
 }
 
 func (s *webStream) CloseSend() error {
 	if s.unary {
-		go s.send(bytes.NewReader(s.unaryIn))
+		s.sendOnce.Do(func() { go s.send(bytes.NewReader(s.unaryIn)) })
 		return nil
 	}
 	return s.body.Close()
@@ -310,6 +347,12 @@ func (s *webStream) RecvMsg(m any) error {
 	}
 	if s.unary {
 		return s.recvUnary(m)
+	}
+	if !s.checked {
+		s.checked = true
+		if st := s.answerStatus(); st != nil {
+			return s.finish(st)
+		}
 	}
 	var prefix [5]byte
 	if _, err := io.ReadFull(s.in, prefix[:]); err != nil {
@@ -325,7 +368,7 @@ func (s *webStream) RecvMsg(m any) error {
 	}
 	switch {
 	case s.c.protocol == protocolConnect && prefix[0]&0x02 != 0:
-		return s.finish(connectEnd(payload))
+		return s.finish(connectEnd(payload, &s.trailer))
 	case s.c.protocol != protocolConnect && prefix[0]&0x80 != 0:
 		return s.finish(trailerStatus(payload, &s.trailer))
 	case m == nil:
@@ -337,6 +380,9 @@ func (s *webStream) RecvMsg(m any) error {
 // end is the response body's end before its status frame: a trailers-only answer carries the
 // status in its headers; anything else was cut.
 func (s *webStream) end(err error) error {
+	if cerr := s.callCtx.Err(); cerr != nil {
+		return s.finish(grpcstatus.FromContextError(cerr))
+	}
 	if code := s.resp.Header.Get("Grpc-Status"); code != "" && errors.Is(err, io.EOF) {
 		return s.finish(headerStatus(s.resp.Header))
 	}
@@ -364,7 +410,9 @@ func (s *webStream) recvUnary(m any) error {
 		s.trailer = metadata.MD{}
 		for k, vs := range s.resp.Header {
 			if name, ok := strings.CutPrefix(strings.ToLower(k), "trailer-"); ok {
-				s.trailer[name] = vs
+				for _, v := range vs {
+					s.trailer.Append(name, binaryValue(name, v))
+				}
 				delete(s.header, strings.ToLower(k))
 			}
 		}
@@ -409,10 +457,23 @@ func responseMetadata(h http.Header) metadata.MD {
 	for k, vs := range h {
 		k = strings.ToLower(k)
 		if grpcweb.IsMetadata(k) && !strings.HasPrefix(k, "access-control-") && k != "vary" && k != "date" {
-			md[k] = vs
+			for _, v := range vs {
+				md.Append(k, binaryValue(k, v))
+			}
 		}
 	}
 	return md
+}
+
+// binaryValue is the bytes of a -bin field's base64 value, as gRPC hands them to the caller.
+func binaryValue(name, value string) string {
+	if !strings.HasSuffix(name, "-bin") {
+		return value
+	}
+	if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(value, "=")); err == nil {
+		return string(b)
+	}
+	return value
 }
 
 func headerStatus(h http.Header) *grpcstatus.Status {
@@ -435,7 +496,7 @@ func trailerStatus(payload []byte, trailer *metadata.MD) *grpcstatus.Status {
 		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
 		fields[k] = v
 		if grpcweb.IsMetadata(k) {
-			trailer.Append(k, v)
+			trailer.Append(k, binaryValue(k, v))
 		}
 	}
 	return statusOf(fields)
@@ -458,13 +519,21 @@ func statusOf(fields map[string]string) *grpcstatus.Status {
 	return grpcstatus.New(code, msg)
 }
 
-// connectEnd reads the JSON of a Connect stream's end frame.
-func connectEnd(payload []byte) *grpcstatus.Status {
+// connectEnd reads the JSON of a Connect stream's end frame: its status, and its metadata
+// into the call's trailers.
+func connectEnd(payload []byte, trailer *metadata.MD) *grpcstatus.Status {
 	var end struct {
-		Error *connectErr `json:"error"`
+		Error    *connectErr         `json:"error"`
+		Metadata map[string][]string `json:"metadata"`
 	}
 	if err := json.Unmarshal(payload, &end); err != nil {
 		return grpcstatus.New(codes.Internal, "an end frame that is not JSON: "+err.Error())
+	}
+	*trailer = metadata.MD{}
+	for k, vs := range end.Metadata {
+		for _, v := range vs {
+			trailer.Append(strings.ToLower(k), binaryValue(k, v))
+		}
 	}
 	if end.Error == nil {
 		return grpcstatus.New(codes.OK, "")

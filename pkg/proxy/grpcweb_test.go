@@ -759,3 +759,42 @@ func TestConnectAnswerWaitingForTheClient(t *testing.T) {
 		t.Fatalf("headers %v, body %q, calls that reached the server: %d", headers, body, b.Calls.Load())
 	}
 }
+
+// TestConnectFixedAnswers: a rule's fixed answer reaches Connect clients as its status, OK
+// included, which then carries an empty message.
+func TestConnectFixedAnswers(t *testing.T) {
+	b := startBackend(t, "b1")
+	cfg := testConfig(t, GroupConfig{Servers: servers(1, b)})
+	cfg.Listeners[0].Web = &WebConfig{Connect: true}
+	cfg.Listeners[0].Rules = []RuleConfig{
+		{ID: "rule-1", Label: "ok", Conditions: []Condition{header("x-answer", "ok")}, Fixed: &FixedResponse{GRPCStatus: 0}},
+		{ID: "rule-2", Label: "closed", Conditions: []Condition{header("x-answer", "closed")}, Fixed: &FixedResponse{GRPCStatus: 9, Message: "closed"}},
+	}
+	_, addr := startProxy(t, Options{}, cfg)
+	for version, hc := range webClients(t) {
+		unary := connect.NewClient[testpb.SimpleRequest, testpb.SimpleResponse](hc, "https://"+addr+unaryPath)
+		stream := connect.NewClient[testpb.StreamingOutputCallRequest, testpb.StreamingOutputCallResponse](hc, "https://"+addr+streamPath)
+		for _, answer := range []string{"ok", "closed"} {
+			req := connect.NewRequest(&testpb.SimpleRequest{})
+			req.Header().Set("X-Answer", answer)
+			resp, err := unary.CallUnary(ctxTimeout(t, 5*time.Second), req)
+			if answer == "ok" && (err != nil || resp.Msg.ServerId != "") || answer == "closed" && connect.CodeOf(err) != connect.CodeFailedPrecondition {
+				t.Errorf("%s: unary, fixed %s: %v, %v", version, answer, resp, err)
+			}
+			sreq := connect.NewRequest(&testpb.StreamingOutputCallRequest{})
+			sreq.Header().Set("X-Answer", answer)
+			s, err := stream.CallServerStream(ctxTimeout(t, 5*time.Second), sreq)
+			if err == nil {
+				for s.Receive() {
+				}
+				err = s.Err()
+			}
+			if answer == "ok" && err != nil || answer == "closed" && connect.CodeOf(err) != connect.CodeFailedPrecondition {
+				t.Errorf("%s: stream, fixed %s: %v", version, answer, err)
+			}
+		}
+	}
+	if b.Calls.Load() != 0 {
+		t.Errorf("%d calls reached the server", b.Calls.Load())
+	}
+}

@@ -236,7 +236,7 @@ func (l *listener) serveConn(c net.Conn) {
 	if tc.ConnectionState().NegotiatedProtocol != "h2" && st.route.Web != nil {
 		// HTTP/1.1, or a client without ALPN, which means the same.
 		_ = c.SetDeadline(time.Time{})
-		l.http1Bridge(st.route.IdleTimeout).ServeConn(tc)
+		l.http1Bridge().ServeConn(tc)
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol != "h2" {
@@ -259,11 +259,12 @@ func (l *listener) serveConn(c net.Conn) {
 
 // http1Bridge returns the listener's HTTP/1.1 server for gRPC-Web, made
 // for its first HTTP/1.1 client.
-func (l *listener) http1Bridge(idle time.Duration) *web.Bridge {
+func (l *listener) http1Bridge() *web.Bridge {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.bridge == nil {
-		l.bridge = web.NewBridge(l.p.web, l.ln.Addr(), idle, l.h2.ServeConn)
+		// Under mu, as update retires the bridge: the idle timeout is the one Apply set last.
+		l.bridge = web.NewBridge(l.p.web, l.ln.Addr(), l.state.Load().route.IdleTimeout, l.h2.ServeConn)
 		l.webs = append(l.webs, l.bridge)
 	}
 	return l.bridge

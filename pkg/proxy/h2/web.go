@@ -225,7 +225,7 @@ func (s *fcall) collectLocked(data []byte, end bool, pad uint32) error {
 func (s *fcall) finishLocked(status []hpack.HeaderField) {
 	switch s.web {
 	case grpcweb.ConnectUnary:
-		s.answerUnaryLocked(status)
+		s.answerUnaryLocked(status, true)
 		return
 	case grpcweb.ConnectStream:
 		s.appendBodyLocked(grpcweb.AppendConnectEnd(nil, status))
@@ -251,8 +251,10 @@ func (s *fcall) appendBodyLocked(frame []byte) {
 
 // answerUnaryLocked sends a Connect unary call's whole answer: on success
 // the message alone, otherwise the HTTP status of the code and the error in
-// JSON; trailers as trailer- headers either way.
-func (s *fcall) answerUnaryLocked(status []hpack.HeaderField) {
+// JSON; trailers as trailer- headers either way. fromServer is false for a
+// status the proxy makes, which has no message (an OK one from a rule's
+// fixed answer, say).
+func (s *fcall) answerUnaryLocked(status []hpack.HeaderField, fromServer bool) {
 	s.collecting = false
 	// Answered: no server may take the call from here on, nor another answer go out.
 	s.respStarted = true
@@ -260,7 +262,7 @@ func (s *fcall) answerUnaryLocked(status []hpack.HeaderField) {
 	code := grpcStatusOf(status)
 	var body []byte
 	contentEncoding := "" // the message's, if the server compressed it
-	if code == codeOK {
+	if code == codeOK && fromServer {
 		flag, n := byte(0), uint32(0)
 		if len(s.respBuf) >= 5 {
 			flag, n = s.respBuf[0], binary.BigEndian.Uint32(s.respBuf[1:5])
@@ -345,7 +347,7 @@ func (s *fcall) webFailLocked(code int, msg string) {
 		s.detachLocked()
 		s.respBuf = s.respBuf[:0]
 		s.held = nil
-		s.answerUnaryLocked(status)
+		s.answerUnaryLocked(status, false)
 		return
 	case !s.respStarted && s.web == grpcweb.ConnectStream:
 		fields := []hpack.HeaderField{hfStatus200, {Name: "content-type", Value: "application/connect+proto"}}
