@@ -184,7 +184,7 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	g := testGroup("sgp-fuzz", rec, b.Addr)
 	h := &fuzzHarness{rec: rec, upstream: g.Upstream(b.Addr)}
 	h.normal = &route.Route{ListenerID: "lsn-fuzz", Group: g, IdleTimeout: time.Hour}
-	// The fuzzed routes have rules: a fixed answer, and header changes with
+	// The fuzzed routes have rules: a fixed answer (OK), and header changes with
 	// a traffic limit on every other call.
 	fixed, err := route.Compile([]route.Condition{{Type: route.CondPath, Values: []string{"/*/EmptyCall"}}})
 	if err != nil {
@@ -197,7 +197,9 @@ func startFuzzFront(tb testing.TB) *fuzzHarness {
 	changes := route.NewRule("changes", every, []route.Target{{Group: g, Weight: 100}}, nil)
 	changes.Insert, changes.Remove = []route.Field{{Name: "x-fuzz", Value: "1"}}, []string{"user-agent"}
 	changes.Limit = route.NewLimiter(1000000, 100000)
-	rules := route.NewRules([]*route.Rule{route.NewRule("fixed", fixed, nil, &route.Fixed{GRPCStatus: codeUnavailable, Message: "fixed"}), changes})
+	// The fixed answer is OK, the status an answer without a server's message is least
+	// expected to carry.
+	rules := route.NewRules([]*route.Rule{route.NewRule("fixed", fixed, nil, &route.Fixed{GRPCStatus: codeOK, Message: "fixed"}), changes})
 	for i := range h.routes {
 		rt := *h.normal
 		rt.Rules = rules
@@ -1056,7 +1058,7 @@ type fuzzSeed struct {
 }
 
 // fuzzSeeds are the inputs testdata/fuzz/FuzzFrames holds, each as a file
-// of its name.
+// of its name; the files also hold inputs the fuzzer found that once failed.
 func fuzzSeeds() []fuzzSeed {
 	op := func(kind int) byte { return byte(0x80 + kind) }
 	raw := func(t http2.FrameType, flags byte, sid byte, payload ...byte) []byte {
