@@ -504,13 +504,11 @@ func (d *demo) burst(n int, stopped *demoServer) error {
 // callCounts makes n calls with the metadata md over one connection, TLS verified with
 // albctl's CA, and counts them by the server that answered, and those that failed.
 func (d *demo) callCounts(n int, md ...string) (map[string]int, int, error) {
-	pool := x509.NewCertPool()
-	caPEM, err := os.ReadFile(d.a.caPath())
+	tlsConf, err := d.clientTLS("grpc.example.test")
 	if err != nil {
 		return nil, 0, err
 	}
-	pool.AppendCertsFromPEM(caPEM)
-	creds := credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "grpc.example.test"})
+	creds := credentials.NewTLS(tlsConf)
 	cc, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", d.ports.listener), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, 0, err
@@ -529,6 +527,18 @@ func (d *demo) callCounts(n int, md ...string) (map[string]int, int, error) {
 		got[resp.Server]++
 	}
 	return got, failed, nil
+}
+
+// clientTLS is the TLS configuration of the demo's own clients: albctl's CA, and the name the
+// listener's certificate is checked for.
+func (d *demo) clientTLS(serverName string) (*tls.Config, error) {
+	caPEM, err := os.ReadFile(d.a.caPath())
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &tls.Config{RootCAs: pool, ServerName: serverName}, nil
 }
 
 // shellJoin writes args as a shell would need them typed.

@@ -238,10 +238,10 @@ func (r *runner) execute(ctx context.Context) (int, error) {
 	if o.protocol == protocolGRPC {
 		return r.invoke(ctx, cc, descSource, callHeaders)
 	}
-	web := newWebChannel(r, r.tlsConf, r.addr)
-	defer web.close()
+	web := r.webConn()
+	defer web.Close()
 	if o.origin != "" {
-		verdict, err := web.preflight(ctx, methodPath(o.symbol), callHeaders)
+		verdict, err := web.Preflight(ctx, methodPath(o.symbol), callHeaders)
 		if err != nil {
 			return 0, failed(fmt.Sprintf("CORS preflight from %s refused", o.origin), err)
 		}

@@ -40,9 +40,10 @@ const (
 
 var webProtocols = []string{protocolGRPC, protocolGRPCWeb, protocolGRPCWebText, protocolConnect}
 
-// webChannel makes the probe's call with gRPC-Web or Connect over HTTP/2, as a web page would,
-// in place of a gRPC connection. Reflection still goes over gRPC.
-type webChannel struct {
+// WebConn makes calls with gRPC-Web or Connect over HTTP/2, as a web page would, in place of a
+// gRPC connection: probe's -protocol, and Go code that calls as a page does (the demo). probe's
+// reflection still goes over gRPC.
+type WebConn struct {
 	client   *http.Client
 	base     string // scheme://host:port
 	protocol string
@@ -52,39 +53,66 @@ type webChannel struct {
 	userAgent  string
 }
 
-func newWebChannel(r *runner, tlsConf *tls.Config, addr string) *webChannel {
+// WebOptions say how a WebConn calls.
+type WebOptions struct {
+	// Target is the HOST:PORT the calls name; Dial, if set, the address to connect to instead.
+	Target, Dial string
+	// Protocol is grpc-web, grpc-web-text or connect.
+	Protocol string
+	// TLS is the client's TLS configuration; nil for plaintext HTTP/2.
+	TLS *tls.Config
+	// Origin, if set, is the page's origin the calls are sent from.
+	Origin string
+	// MaxMsgSize bounds a response message; 0 is 4 MiB.
+	MaxMsgSize int
+	// UserAgent is the User-Agent header; "" is albctl-probe.
+	UserAgent string
+}
+
+// NewWebConn returns a connection that calls as o says. Close it when done.
+func NewWebConn(o WebOptions) *WebConn {
 	protocols := new(http.Protocols)
 	scheme := "https"
-	if tlsConf == nil {
+	if o.TLS == nil {
 		protocols.SetUnencryptedHTTP2(true)
 		scheme = "http"
 	} else {
 		protocols.SetHTTP2(true)
 	}
-	t := &http.Transport{TLSClientConfig: tlsConf, Protocols: protocols}
-	if addr != "" {
+	t := &http.Transport{TLSClientConfig: o.TLS, Protocols: protocols}
+	if o.Dial != "" {
 		t.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
+			return d.DialContext(ctx, "tcp", o.Dial)
 		}
 	}
-	host := r.opts.target
-	if a := r.opts.authority; a != "" {
-		host = a
+	c := &WebConn{client: &http.Client{Transport: t}, base: scheme + "://" + o.Target, protocol: o.Protocol, origin: o.Origin,
+		maxMsgSize: o.MaxMsgSize, userAgent: o.UserAgent}
+	if c.maxMsgSize <= 0 {
+		c.maxMsgSize = 4 << 20
 	}
-	maxMsgSize := 4 << 20
-	if r.opts.maxMsgSize > 0 {
-		maxMsgSize = r.opts.maxMsgSize
+	if c.userAgent == "" {
+		c.userAgent = "albctl-probe"
 	}
-	userAgent := "albctl-probe"
-	if r.opts.userAgent != "" {
-		userAgent = r.opts.userAgent + " " + userAgent
-	}
-	return &webChannel{client: &http.Client{Transport: t}, base: scheme + "://" + host, protocol: r.opts.protocol, origin: r.opts.origin,
-		maxMsgSize: maxMsgSize, userAgent: userAgent}
+	return c
 }
 
-func (c *webChannel) close() { c.client.CloseIdleConnections() }
+// webConn is the WebConn of probe's options.
+func (r *runner) webConn() *WebConn {
+	target := r.opts.target
+	if a := r.opts.authority; a != "" {
+		target = a
+	}
+	userAgent := ""
+	if r.opts.userAgent != "" {
+		userAgent = r.opts.userAgent + " albctl-probe"
+	}
+	return NewWebConn(WebOptions{Target: target, Dial: r.addr, Protocol: r.opts.protocol, TLS: r.tlsConf, Origin: r.opts.origin,
+		MaxMsgSize: r.opts.maxMsgSize, UserAgent: userAgent})
+}
+
+// Close ends the connection's idle HTTP/2 connections.
+func (c *WebConn) Close() { c.client.CloseIdleConnections() }
 
 // methodPath is the HTTP path of a method named as grpcurl takes it: pkg.Svc/Method or
 // pkg.Svc.Method.
@@ -99,8 +127,9 @@ func methodPath(symbol string) string {
 	return "/" + symbol
 }
 
-// preflight asks, as a browser does before a page's call, whether the page's origin may call.
-func (c *webChannel) preflight(ctx context.Context, method string, headers []string) (string, error) {
+// Preflight asks, as a browser does before a page's first call of method (/pkg.Svc/Method) with
+// the headers given as KEY: VALUE, whether the page's origin may call. It returns the verdict.
+func (c *WebConn) Preflight(ctx context.Context, method string, headers []string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodOptions, c.base+method, nil)
 	if err != nil {
 		return "", err
@@ -133,7 +162,7 @@ func (c *webChannel) preflight(ctx context.Context, method string, headers []str
 	return fmt.Sprintf("allowed (Access-Control-Allow-Origin: %s)", resp.Header.Get("Access-Control-Allow-Origin")), nil
 }
 
-func (c *webChannel) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+func (c *WebConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	s, err := c.NewStream(ctx, &grpc.StreamDesc{}, method, opts...)
 	if err != nil {
 		return err
@@ -159,7 +188,7 @@ func (c *webChannel) Invoke(ctx context.Context, method string, args, reply any,
 	return nil
 }
 
-func (c *webChannel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
+func (c *WebConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	reqCtx, cancel := context.WithCancel(ctx)
 	s := &webStream{c: c, callCtx: ctx, ctx: reqCtx, cancel: cancel, method: method, got: make(chan struct{}), sends: desc.ClientStreams}
 	s.unary = c.protocol == protocolConnect && !desc.ClientStreams && !desc.ServerStreams
@@ -175,7 +204,7 @@ func (c *webChannel) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 // webStream is one call: its request body is written as the probe sends, and its response
 // read as it receives.
 type webStream struct {
-	c *webChannel
+	c *WebConn
 	// callCtx is the call's; ctx, the request's, is also cancelled once the call has ended.
 	callCtx context.Context
 	ctx     context.Context
@@ -285,6 +314,9 @@ func (s *webStream) wait() error {
 // answerStatus is the status of an answer that is not gRPC-Web or Connect at all (an HTTP
 // error from something in between, say), or nil.
 func (s *webStream) answerStatus() *grpcstatus.Status {
+	if st := s.corsStatus(); st != nil {
+		return st
+	}
 	ct := s.resp.Header.Get("Content-Type")
 	web := strings.HasPrefix(ct, "application/grpc-web") || strings.HasPrefix(ct, "application/connect+")
 	if s.resp.StatusCode == http.StatusOK && web {
@@ -403,10 +435,25 @@ func (s *webStream) finish(st *grpcstatus.Status) error {
 	return st.Err()
 }
 
+// corsStatus fails a call sent from a page's origin whose answer the page could not read: one
+// without Access-Control-Allow-Origin for it. nil if there is no origin or the answer allows it.
+func (s *webStream) corsStatus() *grpcstatus.Status {
+	if s.c.origin == "" {
+		return nil
+	}
+	if allowed := s.resp.Header.Get("Access-Control-Allow-Origin"); allowed != s.c.origin && allowed != "*" {
+		return grpcstatus.Newf(codes.PermissionDenied, "the answer has no Access-Control-Allow-Origin for %s (%q): a page there could not read it", s.c.origin, allowed)
+	}
+	return nil
+}
+
 // recvUnary reads a Connect unary answer: the bare message with the status in the HTTP status,
 // or a JSON error.
 func (s *webStream) recvUnary(m any) error {
 	if s.trailer == nil {
+		if st := s.corsStatus(); st != nil {
+			return s.finish(st)
+		}
 		s.trailer = metadata.MD{}
 		for k, vs := range s.resp.Header {
 			if name, ok := strings.CutPrefix(strings.ToLower(k), "trailer-"); ok {
@@ -488,15 +535,10 @@ func headerStatus(h http.Header) *grpcstatus.Status {
 func trailerStatus(payload []byte, trailer *metadata.MD) *grpcstatus.Status {
 	*trailer = metadata.MD{}
 	fields := map[string]string{}
-	for line := range strings.SplitSeq(string(payload), "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		k, v = strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v)
-		fields[k] = v
-		if grpcweb.IsMetadata(k) {
-			trailer.Append(k, binaryValue(k, v))
+	for _, f := range grpcweb.ParseTrailers(payload) {
+		fields[f.Name] = f.Value
+		if grpcweb.IsMetadata(f.Name) {
+			trailer.Append(f.Name, binaryValue(f.Name, f.Value))
 		}
 	}
 	return statusOf(fields)

@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -17,14 +14,14 @@ import (
 	"connectrpc.com/connect"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 
-	"github.com/albctl/albctl/pkg/proxy/grpcweb"
+	"github.com/albctl/albctl/pkg/probe"
 	"github.com/albctl/albctl/pkg/proxy/obs"
 )
 
 // BenchmarkGRPCWebVsNative measures 1 KiB unary calls, 50 in flight, through one listener that
 // takes gRPC, gRPC-Web and Connect, with the access log on as serve runs it: native gRPC from
-// grpc-go and from connect-go, gRPC-Web binary (connect-go) and text (as browsers' default
-// client sends it), and Connect (connect-go). The clients take turns for five rounds of a second
+// grpc-go and from connect-go, gRPC-Web binary (connect-go) and text (probe's web connection,
+// which sends it as browsers' default client does), and Connect (connect-go). The clients take turns for five rounds of a second
 // each; it reports each one's median calls/s and the web protocols' ratios to native. Run it
 // alone:
 //
@@ -53,7 +50,9 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 		}
 	}
 	grpcClient := dial(b, addr)
-	textBody := grpcweb.AppendText(nil, grpcweb.AppendMessage(nil, marshal(b, req)))
+	web := probe.NewWebConn(probe.WebOptions{Target: addr, Protocol: "grpc-web-text", TLS: &tls.Config{RootCAs: testCA(b).Pool, ServerName: "localhost"}})
+	b.Cleanup(web.Close)
+	textClient := testpb.NewTestServiceClient(web)
 	clients := []struct {
 		name string
 		call func() error
@@ -61,7 +60,7 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 		{"grpc-go", func() error { _, err := grpcClient.UnaryCall(context.Background(), req); return err }},
 		{"connect-grpc", connectClient(connect.WithGRPC())},
 		{"grpc-web", connectClient(connect.WithGRPCWeb())},
-		{"grpc-web-text", func() error { return textCall(hc, addr, textBody) }},
+		{"grpc-web-text", func() error { _, err := textClient.UnaryCall(context.Background(), req); return err }},
 		{"connect", connectClient()},
 	}
 	rates := make([][]float64, len(clients))
@@ -86,34 +85,6 @@ func BenchmarkGRPCWebVsNative(b *testing.B) {
 	b.ReportMetric(median(rates[2])/median(rates[1]), "grpc-web/connect-grpc")
 	b.ReportMetric(median(rates[3])/median(rates[0]), "grpc-web-text/grpc-go")
 	b.ReportMetric(median(rates[4])/median(rates[1]), "connect/connect-grpc")
-}
-
-// textCall is one grpc-web-text unary call, as browsers' gRPC-Web client makes it.
-func textCall(hc *http.Client, addr string, body []byte) error {
-	req, err := http.NewRequest("POST", "https://"+addr+unaryPath, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/grpc-web-text")
-	req.Header.Set("Accept", "application/grpc-web-text")
-	req.Header.Set("X-Grpc-Web", "1")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	read, err := grpcweb.ReadBody(raw, true)
-	if err != nil {
-		return err
-	}
-	if read.Trailers["grpc-status"] != "0" || len(read.Messages) != 1 {
-		return fmt.Errorf("status %q, %d messages", read.Trailers["grpc-status"], len(read.Messages))
-	}
-	return nil
 }
 
 // callsPerSecond runs call from n goroutines for d and returns the rate of calls that ended.

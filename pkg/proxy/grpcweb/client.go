@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+
+	"golang.org/x/net/http2/hpack"
 )
 
 // AppendMessage appends msg as one length-prefixed, uncompressed message: a
@@ -51,11 +53,21 @@ func ReadBody(body []byte, text bool) (Body, error) {
 			continue
 		}
 		b.Trailers = map[string]string{}
-		for line := range strings.SplitSeq(string(payload), "\r\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok {
-				b.Trailers[strings.ToLower(k)] = strings.TrimSpace(v)
-			}
+		for _, f := range ParseTrailers(payload) {
+			b.Trailers[f.Name] = f.Value
 		}
 	}
 	return b, nil
+}
+
+// ParseTrailers reads the fields of a status frame's payload, "name: value\r\n" each, names
+// in lower case.
+func ParseTrailers(payload []byte) []hpack.HeaderField {
+	var fields []hpack.HeaderField
+	for line := range strings.SplitSeq(string(payload), "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields = append(fields, hpack.HeaderField{Name: strings.ToLower(strings.TrimSpace(k)), Value: strings.TrimSpace(v)})
+		}
+	}
+	return fields
 }
