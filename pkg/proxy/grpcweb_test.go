@@ -149,9 +149,7 @@ func TestGRPCWebEveryKind(t *testing.T) {
 
 // grpcFrame is one length-prefixed message.
 func grpcFrame(flag byte, payload []byte) []byte {
-	out := grpcweb.AppendMessage(nil, payload)
-	out[0] = flag
-	return out
+	return append(grpcweb.AppendPrefix(nil, flag, len(payload)), payload...)
 }
 
 // webCall is what a test client got back from a gRPC-Web call.

@@ -11,9 +11,13 @@ import (
 // AppendMessage appends msg as one length-prefixed, uncompressed message: a
 // request body as a client sends it.
 func AppendMessage(dst, msg []byte) []byte {
-	dst = append(dst, 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(dst[len(dst)-4:], uint32(len(msg)))
-	return append(dst, msg...)
+	return append(AppendPrefix(dst, 0, len(msg)), msg...)
+}
+
+// AppendPrefix appends the 5 bytes before a message of n bytes: flag (bit 0 set for a
+// compressed message), then n.
+func AppendPrefix(dst []byte, flag byte, n int) []byte {
+	return binary.BigEndian.AppendUint32(append(dst, flag), uint32(n))
 }
 
 // Body is a whole gRPC-Web response body as a client reads it.

@@ -169,7 +169,5 @@ func AppendConnectEnd(dst []byte, fields []hpack.HeaderField) []byte {
 		Metadata map[string][]string `json:"metadata,omitempty"`
 	}{errorOf(code, message, details), metadata}
 	b, _ := json.Marshal(end)
-	dst = AppendMessage(dst, b)
-	dst[len(dst)-len(b)-5] = connectEndFlag
-	return dst
+	return append(AppendPrefix(dst, connectEndFlag, len(b)), b...)
 }

@@ -98,12 +98,12 @@ func (s *fcall) prefixUnaryLocked(compressed bool) {
 		s.refusal, s.refusalCode = "a Connect unary request needs a content-length", codeInvalidArgument
 		return
 	}
-	s.reqBox = getBuf()
-	s.reqBuf = append(*s.reqBox, 0, 0, 0, 0, 0)
+	flag := byte(0)
 	if compressed {
-		s.reqBuf[0] = 1
+		flag = 1
 	}
-	binary.BigEndian.PutUint32(s.reqBuf[1:], uint32(length))
+	s.reqBox = getBuf()
+	s.reqBuf = grpcweb.AppendPrefix(*s.reqBox, flag, int(length))
 	s.reqPrefix = 5
 }
 
