@@ -193,7 +193,7 @@ func (c *WebConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 	s := &webStream{c: c, callCtx: ctx, ctx: reqCtx, cancel: cancel, method: method, got: make(chan struct{}), sends: desc.ClientStreams}
 	s.unary = c.protocol == protocolConnect && !desc.ClientStreams && !desc.ServerStreams
 	s.text = c.protocol == protocolGRPCWebText
-	if !s.unary {
+	if s.sends {
 		pr, pw := io.Pipe()
 		s.body = pw
 		go s.send(pr)
@@ -201,8 +201,8 @@ func (c *WebConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 	return s, nil
 }
 
-// webStream is one call: its request body is written as the probe sends, and its response
-// read as it receives.
+// webStream is one call: its request goes out whole at CloseSend, or, for a client stream,
+// as the probe sends; its response is read as it receives.
 type webStream struct {
 	c *WebConn
 	// callCtx is the call's; ctx, the request's, is also cancelled once the call has ended.
@@ -214,8 +214,8 @@ type webStream struct {
 	text    bool
 	sends   bool // the client streams: its SendMsg errors are its to see
 
-	body    *io.PipeWriter // the request body of a stream
-	unaryIn []byte         // the request message of a Connect unary call
+	body    *io.PipeWriter // the request body of a client stream, written as the probe sends
+	request []byte         // the whole request body of a call whose client sends one message
 
 	got     chan struct{} // closed once resp or err is set
 	resp    *http.Response
@@ -227,7 +227,7 @@ type webStream struct {
 	checked bool      // the answer was seen to be gRPC-Web's or Connect's
 
 	once     sync.Once // finish
-	sendOnce sync.Once // a Connect unary call's request
+	sendOnce sync.Once // the request of a call whose client sends one message
 }
 
 func (s *webStream) contentType() string {
@@ -350,24 +350,26 @@ func (s *webStream) SendMsg(m any) error {
 	if err != nil {
 		return grpcstatus.Error(codes.Internal, err.Error())
 	}
-	msg := data.Materialize()
-	if s.unary {
-		s.unaryIn = msg
+	body := data.Materialize() // a Connect unary call's body is the bare message
+	if !s.unary {
+		body = grpcweb.AppendMessage(nil, body)
+	}
+	if s.text {
+		body = grpcweb.AppendText(nil, body)
+	}
+	if !s.sends {
+		s.request = body
 		return nil
 	}
-	frame := grpcweb.AppendMessage(nil, msg)
-	if s.text {
-		frame = grpcweb.AppendText(nil, frame)
-	}
-	if _, err := s.body.Write(frame); err != nil && s.sends {
+	if _, err := s.body.Write(body); err != nil {
 		return io.EOF // the answer says why, as RecvMsg tells
 	}
 	return nil
 }
 
 func (s *webStream) CloseSend() error {
-	if s.unary {
-		s.sendOnce.Do(func() { go s.send(bytes.NewReader(s.unaryIn)) })
+	if !s.sends {
+		s.sendOnce.Do(func() { go s.send(bytes.NewReader(s.request)) })
 		return nil
 	}
 	return s.body.Close()
